@@ -1,0 +1,1 @@
+"""kepler_operator: the kopf operator for TrainingPipeline and EnergyEstimation resources."""
