@@ -1,0 +1,263 @@
+"""Read and write the query-output JSON (metric -> list of range-query series) without loading it whole.
+
+The file is memory-mapped and walked by a small parser: labels and other small values are decoded
+as JSON, while each `values` array, which holds nearly all the bytes, goes straight to numpy in one
+call. Consumed pages are handed back to the kernel as the walk advances, so a 1 GB file costs
+about the size of its numbers, not the size of its text. Writing goes to a temporary file that is
+renamed into place.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import orjson
+
+from .data import QueryResult, Series
+from .errors import InputError
+
+_WS = re.compile(rb"\s*")
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_SCALAR = re.compile(rb"-?[0-9][0-9.eE+-]*|true|false|null")
+_VALUES_END = re.compile(rb"\]\s*\]")
+_RELEASE_EVERY = 64 << 20  # give consumed pages back every 64 MiB
+
+
+class _Parser:
+    """A cursor over the mapped file; each method consumes one JSON construct."""
+
+    def __init__(self, buf: mmap.mmap, path: Path):
+        self.buf, self.path, self.pos = buf, path, 0
+        self._released = 0
+
+    # -- primitives ------------------------------------------------------------------------
+    def fail(self, what: str) -> InputError:
+        return InputError(f"{self.path}: not a Kepler query output ({what} at byte {self.pos})")
+
+    def skip_ws(self) -> None:
+        self.pos = _WS.match(self.buf, self.pos).end()
+
+    def peek(self) -> bytes:
+        self.skip_ws()
+        return self.buf[self.pos : self.pos + 1]
+
+    def expect(self, char: bytes) -> None:
+        if self.peek() != char:
+            raise self.fail(f"expected {char.decode()!r}")
+        self.pos += 1
+
+    def more(self, close: bytes) -> bool:
+        """After an item: True if a comma follows, False if the container closes."""
+        nxt = self.peek()
+        self.pos += 1
+        if nxt == b",":
+            return True
+        if nxt == close:
+            return False
+        self.pos -= 1
+        raise self.fail(f"expected ',' or {close.decode()!r}")
+
+    def string(self) -> str:
+        self.skip_ws()
+        m = _STRING.match(self.buf, self.pos)
+        if not m:
+            raise self.fail("expected a string")
+        self.pos = m.end()
+        return orjson.loads(m.group())
+
+    def value(self) -> object:
+        """Any small JSON value, decoded by orjson once its extent is known."""
+        start = self._value_end_scan()
+        return orjson.loads(self.buf[start : self.pos])
+
+    def _value_end_scan(self) -> int:
+        self.skip_ws()
+        start, ch = self.pos, self.peek()
+        if ch == b'"':
+            self.string()
+        elif ch in (b"{", b"["):
+            close = b"}" if ch == b"{" else b"]"
+            self.pos += 1
+            if self.peek() == close:
+                self.pos += 1
+                return start
+            while True:
+                if ch == b"{":
+                    self.string()
+                    self.expect(b":")
+                self._value_end_scan()
+                if not self.more(close):
+                    break
+        else:
+            m = _SCALAR.match(self.buf, self.pos)
+            if not m:
+                raise self.fail("unexpected character")
+            self.pos = m.end()
+        return start
+
+    def release_consumed(self) -> None:
+        page_end = (self.pos // mmap.PAGESIZE) * mmap.PAGESIZE
+        if page_end - self._released >= _RELEASE_EVERY:
+            self.buf.madvise(mmap.MADV_DONTNEED, self._released, page_end - self._released)
+            self._released = page_end
+
+    # -- the query-output shapes --------------------------------------------------------------
+    def samples(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
+        self.expect(b"[")
+        if self.peek() == b"]":
+            self.pos += 1
+            return np.empty(0), np.empty(0)
+        m = _VALUES_END.search(self.buf, self.pos)
+        if not m:
+            raise self.fail(f"unterminated values of {metric}")
+        raw = self.buf[self.pos : m.start()]
+        self.pos = m.end()
+        pairs = raw.count(b"[") + 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            flat = np.fromstring(raw.translate(None, b'[]"'), sep=",")  # noqa: NPY201 (text mode)
+        if flat.size != 2 * pairs:
+            raise self.fail(f"malformed sample in a series of {metric}")
+        return flat[0::2], flat[1::2]
+
+    def series(self, metric: str) -> Series:
+        labels: dict[str, str] = {}
+        timestamps = values = np.empty(0)
+        self.expect(b"{")
+        if self.peek() == b"}":
+            self.pos += 1
+        else:
+            while True:
+                key = self.string()
+                self.expect(b":")
+                if key == "values":
+                    timestamps, values = self.samples(metric)
+                elif key == "metric":
+                    raw = self.value()
+                    if not isinstance(raw, dict):
+                        raise self.fail(f"labels of {metric} are not an object")
+                    labels = {str(k): str(v) for k, v in raw.items()}
+                else:
+                    self.value()
+                if not self.more(b"}"):
+                    break
+        if timestamps.size > 1 and np.any(np.diff(timestamps) < 0):
+            order = np.argsort(timestamps, kind="stable")
+            timestamps, values = timestamps[order], values[order]
+        return Series(labels, timestamps, values)
+
+    def document(self, keep: Callable[[str], bool]) -> QueryResult:
+        result = QueryResult()
+        self.expect(b"{")
+        if self.peek() == b"}":
+            return result
+        while True:
+            name = self.string()
+            self.expect(b":")
+            if keep(name):
+                series: list[Series] = []
+                self.expect(b"[")
+                if self.peek() == b"]":
+                    self.pos += 1
+                else:
+                    while True:
+                        series.append(self.series(name))
+                        self.release_consumed()
+                        if not self.more(b"]"):
+                            break
+                result.metrics[name] = series
+            else:
+                self._value_end_scan()
+            if not self.more(b"}"):
+                break
+        return result
+
+
+def resolve_input(name: str | os.PathLike[str], data_path: Path, suffix: str = ".json") -> Path:
+    """A path as given if it exists, else the upstream convention `<data-path>/<stem><suffix>`."""
+    given = Path(name)
+    for candidate in (given, data_path / given, data_path / f"{given}{suffix}"):
+        if candidate.is_file():
+            return candidate
+    raise InputError(f"input {str(name)!r} not found (looked for {given} and {data_path / given}{suffix})")
+
+
+def load(path: str | os.PathLike[str], keep: Callable[[str], bool] = lambda name: True) -> QueryResult:
+    """Read a query-output JSON file; `keep` selects metric names (others are skipped unparsed)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            if os.fstat(handle.fileno()).st_size == 0:
+                raise InputError(f"{path}: file is empty")
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+                buf.madvise(mmap.MADV_SEQUENTIAL)
+                parser = _Parser(buf, path)
+                result = parser.document(keep)
+                if parser.peek() != b"":
+                    raise parser.fail("trailing data")
+                return result
+    except FileNotFoundError:
+        raise InputError(f"input file {path} not found") from None
+    except (IsADirectoryError, PermissionError) as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from None
+    except orjson.JSONDecodeError as exc:
+        raise InputError(f"{path}: invalid JSON ({exc})") from None
+
+
+# -- writing ---------------------------------------------------------------------------------------
+
+
+def _format_numbers(arr: np.ndarray) -> list[str]:
+    """Shortest round-trip text of each number; integers without a fraction (as Prometheus writes)."""
+    if arr.size and np.all(np.isfinite(arr)) and np.all(arr == np.floor(arr)) and np.all(np.abs(arr) < 2**53):
+        return [str(v) for v in arr.astype(np.int64).tolist()]
+    return [_go_float(v) for v in arr.tolist()]
+
+
+def _go_float(v: float) -> str:
+    if v != v:
+        return "NaN"
+    if v in (float("inf"), float("-inf")):
+        return "+Inf" if v > 0 else "-Inf"
+    return str(int(v)) if v.is_integer() and abs(v) < 2**53 else repr(v)
+
+
+def _series_json(series: Series) -> bytes:
+    ts = _format_numbers(series.timestamps)
+    vs = _format_numbers(series.values)
+    values = ",".join(f'[{t},"{v}"]' for t, v in zip(ts, vs))
+    return b'{"metric":' + orjson.dumps(dict(series.labels)) + b',"values":[' + values.encode() + b"]}"
+
+
+def iter_json(result: QueryResult) -> Iterable[bytes]:
+    """The document in pieces, one series at a time."""
+    yield b"{"
+    for i, (name, series_list) in enumerate(result.metrics.items()):
+        yield (b"," if i else b"") + orjson.dumps(name) + b":["
+        for j, series in enumerate(series_list):
+            yield (b"," if j else b"") + _series_json(series)
+        yield b"]"
+    yield b"}"
+
+
+def dump(result: QueryResult, path: str | os.PathLike[str]) -> Path:
+    """Write `result` to `path` atomically (a temporary sibling, then a rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as out:
+            for chunk in iter_json(result):
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
