@@ -118,7 +118,7 @@ class _Parser:
             raise self.fail(f"unterminated values of {metric}")
         raw = self.buf[self.pos : m.start()]
         self.pos = m.end()
-        pairs = raw.count(b"[") + 1
+        pairs = raw.count(b"[")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             flat = np.fromstring(raw.translate(None, b'[]"'), sep=",")  # noqa: NPY201 (text mode)
