@@ -1,0 +1,387 @@
+"""`kepler-model`: the command line, and the one place where errors become messages and exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Callable
+
+from . import __version__, promjson
+from .data import QueryResult
+from .errors import ConfigError, InputError, KeplerModelError, TooFewSamplesError
+from .extract import Extracted, extract, node_power
+from .features import DEFAULT_FEATURE_GROUPS, FEATURE_GROUPS, energy_source, output_type
+from .isolate import ISOLATORS, idle_profile
+from .pipeline import MIN_ROWS, Table, Trained, TrainSettings
+from .trainers import DEFAULT_TRAINERS, trainer_names
+
+try:  # the Prometheus client is optional in a minimal install
+    from . import prom
+except ImportError:  # pragma: no cover - prom.py ships with the package
+    prom = None  # type: ignore[assignment]
+
+TERMINATION_LOG_LIMIT = 4096
+DEFAULT_PIPELINE = "std_v0.7.11"
+
+
+class Progress:
+    """Per-stage lines on stderr when a person is watching (a terminal, or -v); silent otherwise."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.start = enabled, time.monotonic()
+        self.tty = enabled and sys.stderr.isatty()
+
+    def stage(self, message: str) -> None:
+        if self.enabled:
+            print(f"[{time.monotonic() - self.start:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+    def counter(self, total: int) -> Callable[[Trained], None]:
+        done = 0
+
+        def tick(_: Trained) -> None:
+            nonlocal done
+            done += 1
+            if self.tty:
+                end = "\n" if done == total else ""
+                print(f"\r[{time.monotonic() - self.start:6.1f}s] trained {done}/{total}", end=end,
+                      file=sys.stderr, flush=True)
+        return tick
+
+
+# -- input ---------------------------------------------------------------------------------------------
+
+def _data_path(args) -> Path:
+    return Path(args.data_path)
+
+
+def _model_path(args) -> Path:
+    return Path(args.model_path) if args.model_path else _data_path(args) / "models"
+
+
+def _sources(args):
+    names = [n.strip() for n in args.energy_source.split(",") if n.strip()]
+    if not names:
+        raise ConfigError("no energy source given (-e rapl-sysfs, acpi, ...)")
+    return [energy_source(n) for n in names]
+
+
+def _load_inputs(args, progress: Progress) -> QueryResult:
+    """The query result from `-i` files (comma list) or, with `-s`, straight from Prometheus."""
+    if args.input:
+        merged = QueryResult()
+        for name in (n.strip() for n in args.input.split(",") if n.strip()):
+            path = promjson.resolve_input(name, _data_path(args))
+            progress.stage(f"reading {path}")
+            for metric, series in promjson.load(path).metrics.items():
+                merged.metrics.setdefault(metric, []).extend(series)
+        return merged
+    if prom is not None and getattr(args, "server_given", False):
+        settings = prom.settings_from_args(args)
+        progress.stage(f"querying {settings.url if hasattr(settings, 'url') else 'Prometheus'}")
+        return prom.fetch(settings)
+    raise InputError("no input: give -i FILE (a query output JSON) or -s URL with a time window")
+
+
+def _feature_groups(args, available: set[str] | None = None) -> list[str]:
+    if args.feature_group:
+        groups = [g.strip() for g in args.feature_group.split(",") if g.strip()]
+        for g in groups:
+            if g not in FEATURE_GROUPS:
+                raise ConfigError(f"unknown feature group {g!r} (known: {', '.join(FEATURE_GROUPS)})")
+        return groups
+    return list(DEFAULT_FEATURE_GROUPS)
+
+
+def _profiles(args, sources) -> dict[str, dict]:
+    if not args.profile:
+        return {}
+    idle = promjson.load(promjson.resolve_input(args.profile, _data_path(args)))
+    return {s.name: idle_profile(node_power(idle, s)) for s in sources}
+
+
+def _machine_spec(args) -> dict | None:
+    if not args.machine_spec:
+        return None
+    try:
+        spec = json.loads(Path(args.machine_spec).read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read machine spec {args.machine_spec}: {exc}") from None
+    return spec.get("attrs", spec)
+
+
+def _settings(args, sources, groups, abs_trainers, dyn_trainers, profiles=None) -> TrainSettings:
+    return TrainSettings(
+        pipeline_name=args.pipeline_name or DEFAULT_PIPELINE, sources=sources, feature_groups=groups,
+        abs_trainers=abs_trainers, dyn_trainers=dyn_trainers, extractor=args.extractor, isolator=args.isolator,
+        profiles=profiles or {}, node_type=args.node_type, seed=args.seed, split=args.split,
+        max_mae=args.max_mae, machine_spec=_machine_spec(args), n_jobs=args.jobs,
+        arguments={k: v for k, v in vars(args).items() if not callable(v) and k != "server_given"})
+
+
+# -- commands ------------------------------------------------------------------------------------------
+
+def cmd_train(args, progress: Progress) -> dict:
+    from .pipeline import run
+
+    sources = _sources(args)
+    groups = _feature_groups(args)
+    abs_trainers, dyn_trainers = trainer_names(args.abs_trainers), trainer_names(args.dyn_trainers)
+    if args.isolator == "profile" and not args.profile:
+        raise ConfigError("--isolator profile needs --profile IDLE_QUERY_OUTPUT")
+    result = _load_inputs(args, progress)
+    progress.stage(f"extracting features ({result.sample_count:,} samples)")
+    extracted = extract(result, sources)
+    del result
+    settings = _settings(args, sources, groups, abs_trainers, dyn_trainers, _profiles(args, sources))
+    progress.stage("training")
+    tables_estimate = len(groups) * len(sources) * (len(abs_trainers) + len(dyn_trainers))
+    summary = run(extracted, settings, _model_path(args), progress.counter(tables_estimate))
+    results = summary.pop("results")
+    progress.stage(f"published {summary['path']} ({summary['models']} models, {summary['skipped']} skipped)")
+    _print_best(results)
+    return summary
+
+
+def _print_best(results: list[Trained]) -> None:
+    rows = sorted((r for r in results if r.ok), key=lambda r: (r.table.source, r.table.output_type.value,
+                                                             r.table.group, r.metrics["mae"]))
+    seen = set()
+    print(f"{'energy source':<12} {'output':<9} {'feature group':<19} {'best trainer':<34} {'mae (W)':>8}")
+    for r in rows:
+        key = (r.table.source, r.table.output_type, r.table.group)
+        if key in seen:
+            continue
+        seen.add(key)
+        print(f"{r.table.source:<12} {r.table.output_type.value:<9} {r.table.group:<19} {r.trainer:<34} "
+              f"{r.metrics['mae']:8.3f}")
+
+
+def cmd_estimate(args, progress: Progress) -> dict:
+    from .estimate import choose_model, estimate, write_outputs
+
+    source = _sources(args)[0]
+    result = _load_inputs(args, progress)
+    extracted = extract(result, [source], require_power=False)
+    choice = choose_model(_model_path(args), args.pipeline_name, source.name, output_type(args.output_type),
+                          args.feature_group or None, args.model_name, extracted.available_features)
+    progress.stage(f"estimating with {choice.pipeline.name}/{choice.describe()['path']}")
+    table, summary = estimate(extracted, choice)
+    if table.empty:
+        raise TooFewSamplesError("the input has no sample of the model's features")
+    out = _data_path(args) / args.output
+    csv = write_outputs(out, table, choice)
+    print(f"estimated {summary['samples']} samples with {choice.name} ({choice.group}); wrote {csv}")
+    for component, entry in summary["components"].items():
+        mae = "" if entry["mae"] is None else f", mae {entry['mae']:.3f} W"
+        print(f"  {component:<9} {entry['energy_joules']:12.1f} J, mean {entry['mean_power_watts']:8.3f} W{mae}")
+    return {"result": str(csv), "model": choice.describe(), **summary}
+
+
+def cmd_train_from_data(args, progress: Progress) -> dict:
+    import pandas as pd
+
+    from .features import OutputType
+    from .pipeline import publish, train, write_pipeline, best_models
+
+    source = _sources(args)[0]
+    ot = output_type(args.output_type)
+    group = args.feature_group
+    if not group:
+        raise ConfigError("train_from_data needs -fg FEATURE_GROUP (the group the table was extracted for)")
+    path = promjson.resolve_input(args.input or "", _data_path(args), suffix=".csv")
+    try:
+        data = pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read table {path}: {exc}") from None
+    power = [f"{c}_power" for c in source.components if f"{c}_power" in data]
+    if not power:
+        raise InputError(f"{path}: no power column of {source.name} ({', '.join(c + '_power' for c in source.components)})")
+    meta = {"timestamp", "node_type", "instance", "id"}
+    features = sorted(c for c in data.columns if c not in meta and not c.endswith("_power")
+                      and not c.startswith(("Unnamed", "packge_ratio", "package_ratio")) and c != "")
+    if not features:
+        raise InputError(f"{path}: no feature column")
+    if "timestamp" in data:
+        data = data.sort_values("timestamp", kind="stable")
+    node_types = sorted(data["node_type"].dropna().astype(int).unique()) if "node_type" in data else [args.node_type]
+    args.node_type = int(node_types[0]) if len(node_types) == 1 else args.node_type
+    data = data.assign(instance=data.get("instance", ""), timestamp=data.get("timestamp", range(len(data))),
+                       node_type=args.node_type).reset_index(drop=True)
+    trainers = trainer_names(args.trainers)
+    if len(data) < MIN_ROWS:
+        raise TooFewSamplesError(f"{path}: {len(data)} rows, need at least {MIN_ROWS}")
+    table = Table(source.name, group, ot, features, power, data[["timestamp", "instance", "node_type"] + features + power])
+    settings = _settings(args, [source], [group], trainers if ot is OutputType.ABS else [],
+                         trainers if ot is OutputType.DYN else [])
+    results = train([table], settings, progress.counter(len(trainers)))
+    if not any(r.ok for r in results):
+        raise TooFewSamplesError("no trainer could fit the table: " + "; ".join(sorted({r.reason for r in results})))
+    final = publish(_model_path(args), settings.pipeline_name,
+                    lambda tmp, prev: write_pipeline(tmp, prev, results, [table], settings, []))
+    _print_best(results)
+    return {"pipeline": settings.pipeline_name, "path": str(final), "archive": str(final) + ".zip",
+            "models": sum(r.ok for r in results), "best": best_models(results, settings.node_type, args.max_mae)}
+
+
+def cmd_query(args, progress: Progress) -> dict:
+    if prom is None:
+        raise ConfigError("the Prometheus client is not available in this installation")
+    progress.stage("querying Prometheus")
+    return prom.run_query(args, _data_path(args))
+
+
+def cmd_serve(args, progress: Progress) -> dict:
+    from . import serve
+
+    raise SystemExit(serve.run(args))
+
+
+# -- parser --------------------------------------------------------------------------------------------
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("files")
+    g.add_argument("--data-path", default=os.environ.get("DATAPATH", "data"),
+                   help="working folder for inputs and outputs (default: $DATAPATH or ./data)")
+    g.add_argument("--model-path", default=os.environ.get("MODEL_PATH"),
+                   help="where pipelines are published (default: $MODEL_PATH or <data-path>/models)")
+    g.add_argument("-i", "--input", default="", help="query output JSON (path, or a stem under --data-path); "
+                   "comma list for train")
+    g.add_argument("-o", "--output", default="output", help="output name under --data-path (default: output)")
+    g.add_argument("--termination-log", default=os.environ.get("KEPLER_MODEL_TERMINATION_LOG"),
+                   help="write a JSON summary of the run here (the operator passes /dev/termination-log)")
+    g.add_argument("-v", "--verbose", action="store_true", help="progress lines even when not on a terminal")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    m = parser.add_argument_group("model")
+    m.add_argument("-p", "--pipeline-name", default=None, help=f"pipeline name (train default: {DEFAULT_PIPELINE})")
+    m.add_argument("-e", "--energy-source", default="rapl-sysfs",
+                   help="energy source(s): rapl-sysfs (alias rapl: package, core, uncore, dram), acpi (platform)")
+    m.add_argument("-ot", "--output-type", default="AbsPower", choices=["AbsPower", "DynPower"],
+                   help="node power with idle (AbsPower) or dynamic power only (DynPower)")
+    m.add_argument("-fg", "--feature-group", default="",
+                   help=f"feature group(s), comma list (default: all the data supports: {', '.join(DEFAULT_FEATURE_GROUPS)})")
+    m.add_argument("--model-name", default=None, help="a model by name, e.g. SGDRegressorTrainer_0 (estimate)")
+    m.add_argument("--node-type", type=int, default=0, help="node type index of the training machine (default 0)")
+    m.add_argument("--id", default=None, help="machine id recorded in node_type_index.json")
+    m.add_argument("--machine-spec", default=None, help="JSON file with the machine's processor, cores, chips, "
+                   "memory, frequency")
+
+
+def _training(parser: argparse.ArgumentParser) -> None:
+    t = parser.add_argument_group("training")
+    t.add_argument("--extractor", default="default", choices=["default", "smooth"],
+                   help="default: per-interval rates; smooth: 30-sample rolling mean")
+    t.add_argument("--isolator", default="min", choices=ISOLATORS,
+                   help="how idle power is removed for DynPower models (default: min)")
+    t.add_argument("--profile", default=None, help="query output of the idle machine (isolator 'profile')")
+    t.add_argument("--abs-trainers", default="default", help="AbsPower trainers, comma list, or 'default' (all: "
+                   + ", ".join(t.removesuffix("Trainer") for t in DEFAULT_TRAINERS) + ")")
+    t.add_argument("--dyn-trainers", default="default", help="DynPower trainers, comma list, or 'default'")
+    t.add_argument("--trainers", default="default", help="trainers for train_from_data")
+    t.add_argument("--seed", type=int, default=0, help="random seed of the split and the trainers")
+    t.add_argument("--split", default="random", choices=["random", "time"],
+                   help="held-out 10%%: random rows (upstream) or the last 10%% of time")
+    t.add_argument("--max-mae", type=float, default=None, help="accuracy gate in watts: only models under it "
+                   "count as published; the run fails if none passes")
+    t.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="parallel fits")
+
+
+def _prometheus(parser: argparse.ArgumentParser) -> None:
+    if prom is not None:
+        prom.add_prometheus_arguments(parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kepler-model",
+        description="Train, evaluate, publish and use power models for Kepler from its Prometheus metrics.",
+        epilog="Example: kepler-model train -i kepler_query.json -p my_pipeline -e rapl-sysfs,acpi; "
+               "then: kepler-model estimate -i kepler_query.json -p my_pipeline -e rapl-sysfs")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = {
+        "query": ("dump Kepler metrics from Prometheus to a query output JSON", cmd_query, [_common, _prometheus]),
+        "train": ("train every trainer on every feature group and publish a pipeline", cmd_train,
+                  [_common, _training, _prometheus]),
+        "estimate": ("predict power with a published model; compare with measured power", cmd_estimate,
+                     [_common, _training, _prometheus]),
+        "train_from_data": ("train on a preprocessed feature table (CSV) and publish a pipeline",
+                            cmd_train_from_data, [_common, _training]),
+    }
+    for name, (help_text, func, groups) in commands.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        for add in groups:
+            add(p)
+        p.set_defaults(func=func)
+    try:
+        from . import serve
+    except ImportError:
+        serve = None
+    if serve is not None and hasattr(serve, "add_arguments"):
+        p = sub.add_parser("serve", help="serve published models to Kepler over HTTP",
+                           description="serve published models to Kepler over HTTP")
+        serve.add_arguments(p)
+        p.set_defaults(func=cmd_serve)
+    return parser
+
+
+# -- the boundary --------------------------------------------------------------------------------------
+
+def _fit_summary(summary: dict) -> str:
+    """JSON of at most TERMINATION_LOG_LIMIT bytes: long lists are shortened, never the JSON cut."""
+    text = json.dumps(summary, default=str)
+    while len(text.encode()) > TERMINATION_LOG_LIMIT:
+        lists = [k for k, v in summary.items() if isinstance(v, list) and v]
+        if lists:
+            key = max(lists, key=lambda k: len(json.dumps(summary[k], default=str)))
+            summary[key] = summary[key][: len(summary[key]) // 2]
+            summary["truncated"] = True
+        elif "error" in summary:
+            summary["error"]["message"] = summary["error"]["message"][:1000]
+        else:
+            summary = {k: v for k, v in summary.items() if not isinstance(v, (dict, list))}
+        text = json.dumps(summary, default=str)
+    return text
+
+
+def _write_termination_log(path: str | None, summary: dict) -> None:
+    if not path:
+        return
+    try:
+        Path(path).write_text(_fit_summary(summary))
+    except OSError as exc:
+        print(f"kepler-model: warning: cannot write termination log {path}: {exc.strerror}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    raw = sys.argv[1:] if argv is None else argv
+    args.server_given = any(a in ("-s", "--server") or a.startswith("--server=") for a in raw)
+    progress = Progress(enabled=not args.quiet and (args.verbose or (sys.stderr.isatty() and not os.environ.get("CI"))))
+    log = args.termination_log
+    try:
+        summary = args.func(args, progress)
+    except KeplerModelError as exc:
+        print(f"kepler-model: error: {exc}", file=sys.stderr)
+        _write_termination_log(log, {"ok": False, "command": args.command, "error": {
+            "reason": exc.reason, "exit_code": exc.exit_code, "message": str(exc)}})
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("kepler-model: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: show everything
+        traceback.print_exc()
+        _write_termination_log(log, {"ok": False, "command": args.command, "error": {
+            "reason": "Error", "exit_code": 1, "message": f"internal error: {exc!r}"}})
+        return 1
+    _write_termination_log(log, {"ok": True, "command": args.command, **summary})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

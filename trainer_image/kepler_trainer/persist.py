@@ -1,0 +1,186 @@
+"""A trained model on disk: its folder, its weight file, and loading it back without pickle.
+
+Folder `<Trainer>_<node_type>/`: `metadata.json`, `<model_name>.json` (component index: model file and
+features per component), one file per component (`.skops` for scikit-learn and curve fits, XGBoost's
+own `.json` for XGBoost), and `weight.json` for the models Kepler's Go estimator can run itself.
+scikit-learn models are stored with skops, never pickle, and loaded only when every type they hold
+is on a short allow-list, so a tampered file cannot run code.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import skops.io as sio
+
+from .errors import InputError
+from .trainers import TRAINERS, PowerModel
+
+TRUSTED_TYPES = frozenset({
+    "kepler_trainer.trainers.CurveFitRegressor",
+    "sklearn.tree._tree.Tree",
+    "sklearn.neighbors._kd_tree.KDTree",
+    "sklearn.neighbors._ball_tree.BallTree",
+    "sklearn.metrics._dist_metrics.EuclideanDistance64",
+    "sklearn.metrics._dist_metrics.ManhattanDistance64",
+    "sklearn.metrics._dist_metrics.MinkowskiDistance64",
+})
+
+
+def write_json(path: Path, data: object) -> None:
+    path.write_text(json.dumps(data, indent=1, sort_keys=False, default=_jsonable))
+
+
+def _jsonable(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+# -- weight.json ----------------------------------------------------------------------------------
+
+def weight_document(model: PowerModel) -> dict | None:
+    """The weight file Kepler's estimator reads (reference §2.8), or None for tree/kernel models.
+
+    Linear: prediction = Bias_Weight + sum(weight * x / scale). A constant component is a bias alone.
+    """
+    kind = model.spec.weight_kind
+    if kind is None:
+        return None
+    document = {}
+    for component, pipeline in model.models_.items():
+        scale = pipeline.named_steps["scale"].scale_
+        regressor = pipeline.named_steps["model"]
+        numerical = {f: {"scale": float(s)} for f, s in zip(model.features_, scale)}
+        weights: dict = {"Categorical_Variables": {}, "Numerical_Variables": numerical}
+        if model.is_constant(component):
+            weights["Bias_Weight"] = float(regressor.constant_.ravel()[0])
+            for f in numerical:
+                numerical[f]["weight"] = 0.0
+        elif kind == "linear":
+            weights["Bias_Weight"] = float(np.ravel(regressor.intercept_)[0])
+            for f, w in zip(model.features_, regressor.coef_):
+                numerical[f]["weight"] = float(w)
+        else:
+            main = model.features_[regressor.feature_index]
+            weights["Numerical_Variables"] = {main: numerical[main], **numerical}
+            weights["CurveFit_Weights"] = [float(p) for p in regressor.params_]
+        document[component] = {"All_Weights": weights}
+    return document
+
+
+def predict_from_weights(document: dict, rows: list[dict[str, float]]) -> dict[str, list[float]]:
+    """Predict as Kepler's Go estimator does from a linear weight file (used to check the export)."""
+    out: dict[str, list[float]] = {}
+    for component, body in document.items():
+        if not isinstance(body, dict) or "All_Weights" not in body:
+            continue
+        w = body["All_Weights"]
+        values = []
+        for row in rows:
+            total = w["Bias_Weight"]
+            for name, var in w["Numerical_Variables"].items():
+                if var["scale"]:
+                    total += var["weight"] * row[name] / var["scale"]
+            values.append(total)
+        out[component] = values
+    return out
+
+
+# -- model folders ----------------------------------------------------------------------------------
+
+def save_model(folder: Path, model: PowerModel, metadata: dict) -> None:
+    """Write the folder, then the flat zip and the weight file beside it."""
+    folder.mkdir(parents=True)
+    name = folder.name
+    index = {}
+    for component, pipeline in model.models_.items():
+        regressor = pipeline.named_steps["model"]
+        if model.spec.model_class == "xgboost" and not model.is_constant(component):
+            model_file = f"{component}.json"
+            regressor.save_model(str(folder / model_file))
+            entry = {"scale": pipeline.named_steps["scale"].scale_.tolist()}
+        else:
+            model_file = f"{component}.skops"
+            sio.dump(pipeline, folder / model_file)
+            entry = {}
+        index[component] = {"model_file": model_file, "features": model.features_, "fe_files": [], **entry}
+    write_json(folder / f"{name}.json", index)
+    weights = weight_document(model)
+    if weights is not None:
+        write_json(folder / "weight.json", weights)
+    write_json(folder / "metadata.json", {**metadata, "weight": weights is not None})
+    zip_folder(folder, folder.with_suffix(".zip"))
+    if weights is not None:
+        write_json(folder.with_suffix(".json"), {"model_name": name, **weights})
+
+
+def zip_folder(folder: Path, target: Path) -> None:
+    """A flat, deterministic zip (sorted names, fixed timestamps) of the folder's files."""
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            info = zipfile.ZipInfo(str(path.relative_to(folder)), date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, path.read_bytes())
+
+
+class LoadedModel:
+    """A model read back from its folder: enough to predict every component."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        try:
+            self.metadata = json.loads((folder / "metadata.json").read_text())
+            index = json.loads((folder / self.metadata["model_file"]).read_text())
+        except (OSError, ValueError, KeyError) as exc:
+            raise InputError(f"{folder}: not a model folder ({exc})") from None
+        self.features: list[str] = list(self.metadata["features"])
+        self.components: dict[str, object] = {}
+        for component, entry in index.items():
+            self.components[component] = self._load_component(folder, entry)
+
+    def _load_component(self, folder: Path, entry: dict):
+        file = _inside(folder, entry["model_file"])
+        if file.suffix == ".skops":
+            untrusted = set(sio.get_untrusted_types(file=file))
+            unknown = untrusted - TRUSTED_TYPES
+            if unknown:
+                raise InputError(f"{file}: refusing to load unexpected types {sorted(unknown)}")
+            return sio.load(file, trusted=sorted(untrusted))
+        from xgboost import XGBRegressor  # only XGBoost models have .json component files
+
+        regressor = XGBRegressor()
+        regressor.load_model(str(file))
+        return _Scaled(np.asarray(entry["scale"], dtype=float), regressor)
+
+    def predict(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        return {c: np.clip(m.predict(x), 0.0, None) for c, m in self.components.items()}
+
+
+class _Scaled:
+    """A regressor behind a fixed MaxAbs scale (XGBoost models, whose scaler lives in the index)."""
+
+    def __init__(self, scale: np.ndarray, regressor):
+        self.scale = np.where(scale == 0, 1.0, scale)
+        self.regressor = regressor
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.regressor.predict(x / self.scale)
+
+
+def _inside(folder: Path, name: str) -> Path:
+    path = (folder / name).resolve()
+    if folder.resolve() not in path.parents:
+        raise InputError(f"{folder}: model file {name!r} points outside the model folder")
+    return path
+
+
+def trainer_of(model_name: str) -> str:
+    trainer = model_name.rsplit("_", 1)[0]
+    return trainer if trainer in TRAINERS else model_name

@@ -1,0 +1,341 @@
+"""A training run: feature tables in, a published pipeline folder out.
+
+`plan` turns extracted data into one training table per (energy source, feature group, output
+type); `train` fits every requested trainer on each (in parallel, each fit independent); `publish`
+writes the whole pipeline in a hidden temporary folder beside the target and swaps it into place,
+so readers only ever see the previous complete version or the new complete version.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterable
+
+import pandas as pd
+from joblib import Parallel, delayed
+
+from . import evaluate
+from .errors import AccuracyGateError, TooFewSamplesError
+from .extract import Extracted
+from .features import EnergySource, OutputType, main_feature, resolve_group
+from .isolate import make_isolator
+from .persist import save_model, write_json, zip_folder
+from .trainers import PowerModel, TrainerSkipped
+
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+MIN_ROWS = 10  # below this a 90/10 split leaves a single test row: no honest error figure
+
+
+@dataclass
+class TrainSettings:
+    """What to train, and how to evaluate it."""
+
+    pipeline_name: str
+    sources: list[EnergySource]
+    feature_groups: list[str]
+    abs_trainers: list[str]
+    dyn_trainers: list[str]
+    extractor: str = "default"
+    isolator: str = "min"
+    profiles: dict[str, dict] = field(default_factory=dict)  # energy source -> idle profile
+    node_type: int = 0
+    seed: int = 0
+    split: str = "random"
+    test_size: float = 0.1
+    max_mae: float | None = None
+    machine_spec: dict | None = None
+    n_jobs: int = 2
+    arguments: dict = field(default_factory=dict)
+
+
+@dataclass
+class Table:
+    """The training table of one (source, feature group, output type)."""
+
+    source: str
+    group: str
+    output_type: OutputType
+    features: list[str]
+    power: list[str]
+    data: pd.DataFrame
+    idle: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Trained:
+    table: Table
+    trainer: str
+    model: PowerModel | None
+    metrics: dict = field(default_factory=dict)
+    reason: str | None = None       # why the trainer was skipped
+    train_rows: int = 0
+    test_rows: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.model is not None
+
+
+def plan(extracted: Extracted, settings: TrainSettings) -> tuple[list[Table], list[dict]]:
+    """Training tables for every valid (source, group, output type); the skipped groups with reasons."""
+    tables, skipped = [], []
+    for source in settings.sources:
+        for group in settings.feature_groups:
+            features = resolve_group(group, extracted.available_features)
+            if features is None:
+                skipped.append({"energy_source": source.name, "feature_group": group,
+                                "reason": "the data lacks a feature of this group"})
+                continue
+            data = extracted.table(features, source.name, smooth=settings.extractor == "smooth")
+            data.insert(2, "node_type", settings.node_type)
+            power = [f"{c}_power" for c in source.components]
+            tables.append(Table(source.name, group, OutputType.ABS, features, power, data))
+            isolator = make_isolator(settings.isolator, settings.profiles.get(source.name)).fit(data)
+            tables.append(Table(source.name, group, OutputType.DYN, features, power, isolator.transform(data),
+                                idle=dict(isolator.idle_)))
+    return tables, skipped
+
+
+def fit_and_score(table: Table, trainer: str, settings: TrainSettings) -> Trained:
+    """Fit one trainer on the training split of one table, and score it on the held-out split."""
+    data = table.data
+    if len(data) < MIN_ROWS:
+        return Trained(table, trainer, None, reason=f"too few rows ({len(data)} < {MIN_ROWS})")
+    train_rows, test_rows = evaluate.split(len(data), settings.test_size, settings.split, settings.seed)
+    X, Y = data[table.features], data[table.power]
+    mains = {p.removesuffix("_power"): main_feature(table.group, p.removesuffix("_power"), table.features)
+             for p in table.power}
+    model = PowerModel(trainer, main_features=mains, random_state=settings.seed)
+    try:
+        model.fit(X.iloc[train_rows], Y.iloc[train_rows])
+    except TrainerSkipped as exc:
+        return Trained(table, trainer, None, reason=str(exc))
+    predicted = model.predict_components(X.iloc[test_rows])
+    metrics = evaluate.errors(Y.iloc[test_rows], predicted)
+    return Trained(table, trainer, model, metrics, train_rows=len(train_rows), test_rows=len(test_rows))
+
+
+def train(tables: list[Table], settings: TrainSettings,
+          progress: Callable[[Trained], None] = lambda t: None) -> list[Trained]:
+    jobs = [(table, trainer) for table in tables
+            for trainer in (settings.abs_trainers if table.output_type is OutputType.ABS else settings.dyn_trainers)]
+    # Threads: the fitters spend their time in numpy/Cython that releases the GIL, and nothing is copied.
+    results = []
+    runner = Parallel(n_jobs=settings.n_jobs, prefer="threads", return_as="generator")
+    for result in runner(delayed(fit_and_score)(t, name, settings) for t, name in jobs):
+        progress(result)
+        results.append(result)
+    return results
+
+
+# -- publishing -----------------------------------------------------------------------------------
+
+def model_name(trained: Trained, node_type: int) -> str:
+    return f"{trained.trainer}_{node_type}"
+
+
+def model_metadata(trained: Trained, settings: TrainSettings) -> dict:
+    table, spec = trained.table, trained.model.spec
+    rounded = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in trained.metrics.items()}
+    return {
+        "model_name": model_name(trained, settings.node_type),
+        "model_class": spec.model_class,
+        "model_file": f"{model_name(trained, settings.node_type)}.json",
+        "features": table.features,
+        "fe_files": [],
+        "output_type": table.output_type.value,
+        **rounded,
+        "trainer": trained.trainer,
+        "feature_group": table.group,
+        "energy_source": table.source,
+        "node_type": settings.node_type,
+        **({"machine_spec": settings.machine_spec} if settings.machine_spec else {}),
+        "evaluation": {"split": settings.split, "test_size": settings.test_size, "seed": settings.seed,
+                       "train_rows": trained.train_rows, "test_rows": trained.test_rows},
+        "constant_components": [c for c in trained.model.components_ if trained.model.is_constant(c)],
+        "passed_gate": settings.max_mae is None or trained.metrics["mae"] <= settings.max_mae,
+    }
+
+
+METADATA_COLUMNS = ["model_name", "model_class", "model_file", "features", "fe_files", "output_type", "mae", "mape"]
+
+
+def metadata_csv(rows: list[dict], components: Iterable[str]) -> pd.DataFrame:
+    """The `<source>_<OutputType>_model_metadata.csv` table, in upstream's column order."""
+    components = list(components)
+    columns = (METADATA_COLUMNS + [f"{c}_mae" for c in components] + [f"{c}_mape" for c in components]
+               + ["trainer", "node_type", "feature_group"])
+    frame = pd.DataFrame([{k: (repr(v) if isinstance(v, list) else v) for k, v in r.items()} for r in rows])
+    frame = frame.reindex(columns=columns + [c for c in ("passed_gate",) if c in frame])
+    return frame.sort_values(["feature_group", "mae"], kind="stable").reset_index(drop=True)
+
+
+def _exchange(new: Path, old: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(new), at_fdcwd, os.fsencode(old), rename_exchange) == 0
+
+
+def swap_into_place(tmp: Path, final: Path) -> None:
+    """Make `tmp` visible as `final`; the old `final` (if any) ends up at `tmp` for removal."""
+    if final.exists():
+        if not _exchange(tmp, final):
+            aside = final.with_name(f".old-{final.name}-{os.getpid()}")
+            os.rename(final, aside)
+            os.rename(tmp, final)
+            os.rename(aside, tmp)
+    else:
+        os.rename(tmp, final)
+
+
+def publish(model_path: Path, name: str, build: Callable[[Path, Path | None], None]) -> Path:
+    """Build a pipeline with `build(tmp_folder, previous_folder_or_None)` and publish it atomically."""
+    model_path.mkdir(parents=True, exist_ok=True)
+    final = model_path / name
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=model_path))
+    try:
+        build(tmp, final if final.is_dir() else None)
+        archive_tmp = model_path / f".tmp-{name}.zip-{os.getpid()}"
+        zip_folder(tmp, archive_tmp)
+        swap_into_place(tmp, final)
+        os.replace(archive_tmp, model_path / f"{name}.zip")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for stale in model_path.glob(f".tmp-{name}.zip-{os.getpid()}"):
+            stale.unlink(missing_ok=True)
+    return final
+
+
+def write_pipeline(folder: Path, previous: Path | None, results: list[Trained], tables: list[Table],
+                   settings: TrainSettings, skipped_groups: list[dict]) -> None:
+    """Lay out every file of the pipeline in `folder` (the temporary one)."""
+    now = datetime.now(timezone.utc).strftime(TIME_FORMAT)
+    retrained = {(t.source, t.output_type.value, t.group) for t in tables}
+    init_time = now
+    if previous is not None:  # keep what this run did not retrain (other sources or groups)
+        init_time = _previous_init_time(previous) or now
+        for group_dir in previous.glob("*/*/*"):
+            key = tuple(group_dir.relative_to(previous).parts)
+            if group_dir.is_dir() and key[1] in ("AbsPower", "DynPower") and key not in retrained:
+                shutil.copytree(group_dir, folder / group_dir.relative_to(previous))
+    for result in (r for r in results if r.ok):
+        table = result.table
+        meta = model_metadata(result, settings)
+        save_model(folder / table.source / table.output_type.value / table.group / meta["model_name"],
+                   result.model, meta)
+    _write_metadata_csvs(folder)
+    _write_preprocessed(folder / "preprocessed_data", tables)
+    if settings.profiles:
+        (folder / "profile").mkdir()
+        for source, profile in settings.profiles.items():
+            write_json(folder / "profile" / f"{source}.json", {c: {str(settings.node_type): v}
+                                                                 for c, v in profile.items()})
+    write_json(folder / "metadata.json", {
+        "name": settings.pipeline_name,
+        "version": "v0.7",
+        "extractor": settings.extractor,
+        "isolator": settings.isolator,
+        "abs_trainers": settings.abs_trainers,
+        "dyn_trainers": settings.dyn_trainers,
+        "metric_type": "bm_metrics",
+        "energy_sources": sorted({p.name for p in (folder.iterdir()) if p.is_dir()} - {"preprocessed_data", "profile"}),
+        "feature_groups": sorted({t.group for t in tables}),
+        "init_time": init_time,
+        "last_update_time": now,
+        "idle_power": {f"{t.source}/{t.group}": t.idle for t in tables if t.output_type is OutputType.DYN},
+        "evaluation": {"split": settings.split, "test_size": settings.test_size, "seed": settings.seed},
+        "max_mae": settings.max_mae,
+        "skipped": skipped_groups + [
+            {"energy_source": r.table.source, "output_type": r.table.output_type.value,
+             "feature_group": r.table.group, "trainer": r.trainer, "reason": r.reason}
+            for r in results if not r.ok],
+    })
+    write_json(folder / "train_arguments.json", settings.arguments)
+    write_json(folder / "node_type_index.json", {str(settings.node_type): {
+        "attrs": settings.machine_spec or {}, "members": [settings.arguments.get("id") or "unknown"]}})
+
+
+def _write_metadata_csvs(folder: Path) -> None:
+    """Rebuild every `<source>_<OutputType>_model_metadata.csv` from the model folders present."""
+    import json
+
+    rows: dict[tuple[str, str], list[dict]] = {}
+    for meta_file in sorted(folder.glob("*/*/*/*/metadata.json")):
+        source, ot = meta_file.relative_to(folder).parts[:2]
+        rows.setdefault((source, ot), []).append(json.loads(meta_file.read_text()))
+    for (source, ot), entries in rows.items():
+        components = [k.removesuffix("_mae") for k in entries[0] if k.endswith("_mae")]
+        metadata_csv(entries, components).to_csv(folder / f"{source}_{ot}_model_metadata.csv")
+
+
+def _previous_init_time(previous: Path) -> str | None:
+    import json
+
+    try:
+        return json.loads((previous / "metadata.json").read_text()).get("init_time")
+    except (OSError, ValueError):
+        return None
+
+
+def _write_preprocessed(folder: Path, tables: list[Table]) -> None:
+    """`<group>_{abs,dyn}_data.csv`: the training rows, with the power columns of every source."""
+    folder.mkdir()
+    by_file: dict[str, pd.DataFrame] = {}
+    for table in tables:
+        kind = "abs" if table.output_type is OutputType.ABS else "dyn"
+        key = f"{table.group}_{kind}_data.csv"
+        keys = ["timestamp", "instance", "node_type", *table.features]
+        frame = table.data[keys + table.power]
+        by_file[key] = frame if key not in by_file else by_file[key].merge(frame, on=keys, how="outer")
+    for name, frame in by_file.items():
+        frame.sort_values(["instance", "timestamp"]).to_csv(folder / name, index=False)
+
+
+def best_models(results: list[Trained], node_type: int, max_mae: float | None = None) -> list[dict]:
+    """Lowest-MAE model per (source, output type): the headline of a run."""
+    best: dict[tuple[str, str], Trained] = {}
+    for r in results:
+        if not r.ok or (max_mae is not None and r.metrics["mae"] > max_mae):
+            continue
+        key = (r.table.source, r.table.output_type.value)
+        if key not in best or r.metrics["mae"] < best[key].metrics["mae"]:
+            best[key] = r
+    return [{"energy_source": s, "output_type": ot, "feature_group": r.table.group,
+             "model_name": model_name(r, node_type), "trainer": r.trainer, "mae": round(r.metrics["mae"], 4),
+             "path": f"{s}/{ot}/{r.table.group}/{model_name(r, node_type)}"}
+            for (s, ot), r in sorted(best.items())]
+
+
+def run(extracted: Extracted, settings: TrainSettings, model_path: Path,
+        progress: Callable[[Trained], None] = lambda t: None) -> dict:
+    """Plan, train, gate and publish; returns the run summary."""
+    tables, skipped_groups = plan(extracted, settings)
+    if not tables or all(len(t.data) < MIN_ROWS for t in tables):
+        most = max((len(t.data) for t in tables), default=0)
+        raise TooFewSamplesError(f"too few usable samples: the largest training table has {most} rows "
+                                 f"(need at least {MIN_ROWS}); use a longer window or a smaller step")
+    results = train(tables, settings, progress)
+    if not any(r.ok for r in results):
+        reasons = sorted({r.reason for r in results if r.reason})
+        raise TooFewSamplesError(f"no trainer could fit the data: {'; '.join(reasons)[:300]}")
+    best = best_models(results, settings.node_type, settings.max_mae)
+    if settings.max_mae is not None and not best:
+        lowest = min(r.metrics["mae"] for r in results if r.ok)
+        raise AccuracyGateError(f"no model reached MAE <= {settings.max_mae} W (best was {lowest:.2f} W); "
+                                "nothing was published")
+    final = publish(model_path, settings.pipeline_name,
+                    lambda tmp, previous: write_pipeline(tmp, previous, results, tables, settings, skipped_groups))
+    return {"pipeline": settings.pipeline_name, "path": str(final), "archive": str(final) + ".zip",
+            "models": sum(r.ok for r in results), "skipped": sum(not r.ok for r in results), "best": best,
+            "results": results}
