@@ -1,0 +1,82 @@
+"""`kepler-model serve`: the model server over the pipelines published in a models folder.
+
+The CLI calls `add_arguments(parser)` to declare the options and `run(args)` to serve; tests build
+the app directly with `create_app(models_dir)`. See docs/serve.md for routes and selection rules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import orjson
+
+from .app import DEFAULT_MAX_BODY_BYTES, create_app
+
+__all__ = ["add_arguments", "run", "create_app", "app_from_env"]
+
+CONFIG_ENV = "KEPLER_MODEL_SERVE_CONFIG"
+"""How `run` hands the options to uvicorn's worker processes (they import `app_from_env`)."""
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the serve options on `parser` (a subcommand parser of `kepler-model`)."""
+    parser.add_argument("--models-dir", type=Path, default=Path(os.environ.get("MODEL_PATH") or "models"),
+                        help="folder holding the published pipelines (default: $MODEL_PATH, else ./models)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1;"
+                        " 0.0.0.0 in a container)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("MODEL_SERVER_PORT") or 8100),
+                        help="port (default: $MODEL_SERVER_PORT, else 8100)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument("--default-pipeline", default=os.environ.get("KEPLER_MODEL_DEFAULT_PIPELINE") or None,
+                        help="pipeline answering requests that name none (default: the most recently "
+                        "trained pipeline having the energy source)")
+    parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
+                        help=f"largest accepted request body (default {DEFAULT_MAX_BODY_BYTES}); larger: 413")
+    parser.add_argument("--rescan-interval", type=float, default=5.0,
+                        help="seconds between unconditional re-listings of the models folder (default 5)")
+    parser.add_argument("--no-fast-path", dest="fast_path", action="store_false",
+                        help="route every request through FastAPI (slower; for comparison)")
+    parser.add_argument("--access-log", action="store_true", help="log every request")
+    parser.add_argument("--log-level", default="info", choices=LOG_LEVELS)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until interrupted; returns the exit code."""
+    import uvicorn
+
+    if args.workers < 1 or not 0 <= args.port <= 65535 or args.max_body_bytes < 1:
+        print("kepler-model serve: --workers, --port and --max-body-bytes must be positive", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = {
+        "models_dir": str(args.models_dir), "default_pipeline": args.default_pipeline,
+        "max_body_bytes": args.max_body_bytes, "fast_path": args.fast_path,
+        "rescan_interval": args.rescan_interval,
+    }
+    os.environ[CONFIG_ENV] = orjson.dumps(config).decode()
+    multiproc_dir = None
+    if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Request metrics of all workers are summed from files here (a private temp dir, not the volume).
+        multiproc_dir = tempfile.mkdtemp(prefix="kepler-model-serve-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = multiproc_dir
+    try:
+        uvicorn.run(f"{__name__}:app_from_env", factory=True, host=args.host, port=args.port,
+                    workers=args.workers, log_level=args.log_level, access_log=args.access_log,
+                    server_header=False)
+    finally:
+        if multiproc_dir:
+            shutil.rmtree(multiproc_dir, ignore_errors=True)
+    return 0
+
+
+def app_from_env():  # noqa: ANN201 - uvicorn factory
+    """The app for a uvicorn worker, configured by `run` through the environment."""
+    config = orjson.loads(os.environ[CONFIG_ENV])
+    return create_app(Path(config.pop("models_dir")), **config)

@@ -1,0 +1,214 @@
+"""The app factory: FastAPI for the routes and the OpenAPI document, a thin ASGI layer in front.
+
+The front layer (`Front`, the outermost middleware) does for every HTTP request what must not be
+skipped: the body size limit (413 before the body is read past the limit), request counters and
+latencies, and error translation. With the fast path on (the default) it also answers the hot
+routes itself from the same handlers FastAPI's routes call: that skips FastAPI's routing and
+dependency machinery, which costs several times the handler itself for a 2 kB weight answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable, MutableMapping
+from urllib.parse import parse_qsl
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+import orjson
+from prometheus_client import CollectorRegistry, disable_created_metrics
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .catalog import Catalog
+from .errors import BodyTooLarge, InvalidRequest, ServeError
+from .metrics import RequestMetrics, exposition
+from .routes import Reply, Service, build_router, error_reply, to_response
+from .schema import describe_validation_error
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+DEFAULT_MAX_BODY_BYTES = 64 * 1024
+"""Kepler's POST /model body is under 2 kB; anything near this limit is not a model request."""
+
+
+def create_app(models_dir: Path, *, default_pipeline: str | None = None,
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, fast_path: bool = True,
+               racy_window: float = 1.0, rescan_interval: float = 5.0) -> FastAPI:
+    """The model server over `models_dir` (read-only; nothing is written there)."""
+    disable_created_metrics()  # the *_created series only double the exposition
+    catalog = Catalog(Path(models_dir), racy_window=racy_window, rescan_interval=rescan_interval)
+    registry = CollectorRegistry()
+    service = Service(catalog, RequestMetrics(registry), default_pipeline)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        catalog.snapshot()  # read the folder before the first request, so /readyz is right at once
+        if catalog.ready:
+            log.info("models folder %s: %d pipelines", catalog.root, len(catalog.snapshot().pipelines))
+        else:
+            log.warning("not ready: %s", catalog.error)
+        yield
+
+    app = FastAPI(title="Kepler model server", version="0.1.0", lifespan=lifespan,
+                  description="Serves the power models published under the models folder to Kepler.")
+    app.state.service = service
+    app.include_router(build_router(lambda request: request.app.state.service))
+
+    @app.get("/metrics", summary="Prometheus exposition: served models and request metrics")
+    async def metrics() -> Response:
+        return Response(exposition(catalog, registry), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.exception_handler(ServeError)
+    async def serve_error(request: Request, exc: ServeError) -> Response:
+        return to_response(error_reply(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        reason = "NotFound" if exc.status_code == 404 else "HTTPError"
+        return Response(orjson.dumps({"error": reason, "message": str(exc.detail)}), exc.status_code,
+                        media_type="application/json", headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        return to_response(error_reply(InvalidRequest(describe_validation_error(list(exc.errors())))))
+
+    app.add_middleware(Front, service=service, max_body_bytes=max_body_bytes, fast_path=fast_path)
+    return app
+
+
+def route_of(method: str, path: str) -> str:
+    """The route template a path belongs to (a fixed set: metric labels never grow with hostile paths)."""
+    if path.startswith("/model-weights/"):
+        return "/model-weights"
+    if path.startswith("/models/"):
+        return "/models"
+    if path in ("/model", "/best-models", "/pipelines", "/metrics", "/healthz", "/readyz", "/docs",
+                "/openapi.json"):
+        return path
+    return "other"
+
+
+class Front:
+    """Outermost ASGI layer: body limit, metrics, error translation, and the fast path."""
+
+    def __init__(self, app: ASGIApp, service: Service, max_body_bytes: int, fast_path: bool) -> None:
+        self.app = app
+        self.service = service
+        self.max_body_bytes = max_body_bytes
+        self.fast_path = fast_path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        method, path = scope["method"], scope["path"]
+        status = 500
+        try:
+            reply, body = None, None
+            if method in ("POST", "PUT", "PATCH"):
+                body = await self._body(scope, receive)
+            if self.fast_path:
+                reply = self._fast(method, path, scope, body)
+            if reply is not None:
+                status = reply.status
+                await _send_reply(send, reply)
+            else:
+                status = await self._forward(scope, receive, send, body)
+        except ServeError as exc:
+            status = exc.status
+            await _send_reply(send, error_reply(exc))
+        finally:
+            self.service.metrics.observe(route_of(method, path), method, status, time.perf_counter() - started)
+
+    def _fast(self, method: str, path: str, scope: Scope, body: bytes | None) -> Reply | None:
+        """The reply for a hot route, or None to let FastAPI route the request."""
+        service = self.service
+        if method == "GET":
+            if path.startswith("/model-weights/"):
+                return service.model_weights(path[len("/model-weights/"):], _query(scope))
+            if path.startswith("/models/"):
+                return service.model_zip(path[len("/models/"):], _query(scope))
+            if path == "/best-models":
+                return service.best_models(_query(scope))
+            if path == "/healthz":
+                return service.healthz()
+            if path == "/readyz":
+                return service.readyz()
+        elif method == "POST" and path == "/model":
+            return service.post_model(body or b"")
+        return None
+
+    async def _body(self, scope: Scope, receive: Receive) -> bytes:
+        """The whole body, refused with 413 once it exceeds the limit (declared or streamed)."""
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    raise InvalidRequest("invalid Content-Length") from None
+                if declared > self.max_body_bytes:
+                    raise BodyTooLarge(f"the body has {declared} bytes; the limit is {self.max_body_bytes}")
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise BodyTooLarge(f"the body exceeds the limit of {self.max_body_bytes} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+    async def _forward(self, scope: Scope, receive: Receive, send: Send, body: bytes | None) -> int:
+        """Let FastAPI answer (the body, already read, is replayed); returns the status it sent."""
+        status = 500
+        if body is not None:
+            replayed = False
+
+            async def receive() -> Message:  # noqa: F811 - the replay replaces the original
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return {"type": "http.disconnect"}
+
+        async def send_watching(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        await self.app(scope, receive, send_watching)
+        return status
+
+
+def _query(scope: Scope) -> dict[str, str]:
+    raw = scope.get("query_string", b"")
+    if not raw:
+        return {}
+    if len(raw) > 8192:
+        raise InvalidRequest("the query string is too long")
+    try:
+        return dict(parse_qsl(raw.decode("latin-1"), keep_blank_values=True, max_num_fields=64))
+    except ValueError as exc:
+        raise InvalidRequest(f"invalid query string: {exc}") from None
+
+
+async def _send_reply(send: Send, reply: Reply) -> None:
+    headers = [(b"content-type", reply.media_type.encode()), (b"content-length", str(len(reply.body)).encode())]
+    headers += [(k.lower().encode(), v.encode("latin-1", "replace")) for k, v in reply.headers]
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    await send({"type": "http.response.body", "body": reply.body})

@@ -1,0 +1,424 @@
+"""The catalog: what the models folder holds, read into memory, kept fresh without restarts.
+
+A published pipeline is an immutable folder renamed into place (docs/contracts.md), so the catalog
+reads each pipeline once, through a directory file descriptor opened before reading. Files read
+later (model zips) are opened relative to that descriptor: a request always gets the bytes of the
+pipeline version it selected from, even while a newer one is being renamed over it; if that
+version was deleted meanwhile, the read fails with StaleSnapshot and the caller rescans.
+
+Freshness costs one stat() of the models folder per request: a rename into or out of the folder
+changes its mtime. Because mtimes are coarse (a rename in the same clock tick as our scan would
+leave it unchanged), a scan that saw an mtime younger than `racy_window` re-lists the folder on the
+following requests until the mtime is old enough to be trusted (git's "racy" rule). A full
+re-listing also runs every `rescan_interval` seconds, for file systems with cached attributes.
+Weight files are read fully at scan time and served from memory. Model files are never loaded.
+"""
+
+from __future__ import annotations
+
+import calendar
+import logging
+import math
+import os
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import orjson
+
+from .errors import StaleSnapshot
+from .schema import MODEL_NAME_RE, OUTPUT_TYPES, _NAME_RE, canonical_source, normalize_processor
+
+log = logging.getLogger(__name__)
+
+MAX_JSON_BYTES = 16 * 1024 * 1024
+"""Metadata and weight files larger than this are not read (they would not be ours)."""
+SPEC_ATTRS = ("processor", "cores", "chips", "memory", "frequency")
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@dataclass(frozen=True, slots=True)
+class NodeType:
+    """One entry of a pipeline's node_type_index.json."""
+
+    index: int
+    attrs: dict[str, Any]
+    members: int
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEntry:
+    """One servable model: its identity, what selection needs, and its answers precomputed."""
+
+    pipeline: str
+    source: str                 # canonical (rapl-sysfs for a `rapl` folder)
+    output_type: str
+    feature_group: str
+    model_name: str
+    trainer: str
+    node_type: int
+    features: frozenset[str]
+    mae: float
+    metadata: dict[str, Any]
+    rel_dir: str                # <source dir>/<ot>/<fg>/<model>, relative to the pipeline folder
+    zip_rel: str | None         # the flat zip beside the folder, when present
+    weight: dict[str, Any] | None
+    weight_file: bytes | None   # the weight file as published (served verbatim by path)
+    weight_answer: bytes | None  # weight + model_name, mae, machine_spec (selection answers)
+    machine_spec: dict[str, Any] | None
+
+    @property
+    def path(self) -> str:
+        """`<pipeline>/<source>/<ot>/<fg>/<model>`: the kepler-model-db URL layout."""
+        return f"{self.pipeline}/{self.rel_dir}"
+
+
+@dataclass(eq=False)
+class Pipeline:
+    """A published pipeline as read by one scan; `fd` pins that version of the folder."""
+
+    name: str
+    inode: int
+    fd: int
+    published_ns: int
+    metadata: dict[str, Any]
+    node_types: dict[int, NodeType]
+    models: list[ModelEntry]
+    _finalizer: Any = field(default=None, repr=False)
+
+    def read(self, rel: str) -> bytes:
+        """A whole file of this pipeline version; StaleSnapshot when it was removed since."""
+        try:
+            fd = os.open(rel, _FILE_FLAGS, dir_fd=self.fd)
+        except FileNotFoundError:
+            raise StaleSnapshot(f"{self.name}/{rel} vanished") from None
+        with os.fdopen(fd, "rb") as handle:
+            return handle.read()
+
+    @property
+    def sources(self) -> set[str]:
+        return {m.source for m in self.models}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The served pipelines at one moment; requests work on one snapshot from start to end."""
+
+    pipelines: dict[str, Pipeline]
+    by_path: dict[str, ModelEntry]
+    scanned_ns: int
+
+    @classmethod
+    def of(cls, pipelines: dict[str, Pipeline]) -> Snapshot:
+        by_path = {m.path: m for p in pipelines.values() for m in p.models}
+        return cls(pipelines, by_path, time.time_ns())
+
+    def models(self) -> Iterator[ModelEntry]:
+        for pipeline in self.pipelines.values():
+            yield from pipeline.models
+
+
+class Catalog:
+    """The models folder, read lazily and re-read when a pipeline is published or removed."""
+
+    def __init__(self, root: Path, *, racy_window: float = 1.0, rescan_interval: float = 5.0) -> None:
+        self.root = Path(root).absolute()
+        self.racy_window_ns = int(racy_window * 1e9)
+        self.rescan_interval = rescan_interval
+        self.error: str | None = "the models folder has not been read yet"
+        self.reloads = 0
+        self._snapshot = Snapshot({}, {}, 0)
+        self._signature: tuple[int, int, int] | None = None
+        self._trust_signature = False
+        self._next_listing = 0.0
+        self._listing: dict[str, int] = {}
+        self._broken: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def ready(self) -> bool:
+        return self.error is None
+
+    def snapshot(self) -> Snapshot:
+        """The current snapshot, after a stat() of the models folder (re-listed when it changed)."""
+        try:
+            st = os.stat(self.root)
+        except OSError as exc:
+            return self._lost(f"cannot read the models folder {self.root}: {exc.strerror}")
+        signature = (st.st_dev, st.st_ino, st.st_mtime_ns)
+        if signature == self._signature and self._trust_signature and time.monotonic() < self._next_listing:
+            return self._snapshot
+        with self._lock:
+            return self._relist(st.st_mtime_ns, signature)
+
+    def invalidate(self) -> None:
+        """Forget the signature: the next snapshot() re-lists (after a StaleSnapshot)."""
+        self._trust_signature = False
+
+    def _lost(self, message: str) -> Snapshot:
+        if self.error != message:
+            log.warning("%s; serving nothing", message)
+        self.error, self._signature, self._listing = message, None, {}
+        self._snapshot = Snapshot({}, {}, time.time_ns())
+        return self._snapshot
+
+    def _relist(self, mtime_ns: int, signature: tuple[int, int, int]) -> Snapshot:
+        started_ns = time.time_ns()
+        try:
+            root_fd = os.open(self.root, _DIR_FLAGS)
+        except OSError as exc:
+            return self._lost(f"cannot open the models folder {self.root}: {exc.strerror}")
+        try:
+            listing = _list_pipelines(root_fd)
+            if listing != self._listing or self.error is not None:
+                self._snapshot = self._reload(root_fd, listing)
+                self._listing = listing
+        finally:
+            os.close(root_fd)
+        self.error = None
+        self._signature = signature
+        # An mtime close to the scan may hide a rename made in the same clock tick: re-list again.
+        self._trust_signature = started_ns - mtime_ns > self.racy_window_ns
+        self._next_listing = time.monotonic() + self.rescan_interval
+        return self._snapshot
+
+    def _reload(self, root_fd: int, listing: dict[str, int]) -> Snapshot:
+        pipelines: dict[str, Pipeline] = {}
+        for name, inode in sorted(listing.items()):
+            current = self._snapshot.pipelines.get(name)
+            if current is not None and current.inode == inode:
+                pipelines[name] = current
+                continue
+            if self._broken.get(name) == inode:
+                continue
+            pipeline = _load_pipeline(root_fd, name)
+            if pipeline is None:
+                self._broken[name] = inode
+                continue
+            self._broken.pop(name, None)
+            pipelines[name] = pipeline
+            log.info("serving pipeline %s: %d models", name, len(pipeline.models))
+        for gone in self._snapshot.pipelines.keys() - pipelines.keys():
+            log.info("pipeline %s is no longer served", gone)
+        self.reloads += 1
+        return Snapshot.of(pipelines)
+
+
+def _list_pipelines(root_fd: int) -> dict[str, int]:
+    """Folder name -> inode for every candidate pipeline (dot folders are being written: skipped)."""
+    listing = {}
+    with os.scandir(root_fd) as entries:
+        for entry in entries:
+            if entry.name.startswith(".") or not _NAME_RE.match(entry.name):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                listing[entry.name] = entry.inode()
+    return listing
+
+
+def _load_pipeline(root_fd: int, name: str) -> Pipeline | None:
+    """Read one pipeline through a descriptor of its folder; None when it is not a valid pipeline."""
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=root_fd)
+    except OSError as exc:
+        log.warning("skipping %s: %s", name, exc.strerror)
+        return None
+    try:
+        st = os.fstat(fd)
+        metadata = _read_json(fd, "metadata.json")
+        if not isinstance(metadata, dict):
+            log.warning("skipping %s: no metadata.json object, not a pipeline", name)
+            os.close(fd)
+            return None
+        node_types = _node_types(_read_json(fd, "node_type_index.json"))
+        models = sorted(_scan_models(fd, name, node_types), key=lambda m: m.path)
+    except OSError as exc:
+        log.warning("skipping %s: %s", name, exc)
+        os.close(fd)
+        return None
+    pipeline = Pipeline(name, st.st_ino, fd, _published_ns(metadata, st), metadata, node_types, models)
+    pipeline._finalizer = weakref.finalize(pipeline, os.close, fd)
+    return pipeline
+
+
+def _published_ns(metadata: dict[str, Any], st: os.stat_result) -> int:
+    """When the pipeline was last trained (metadata), else when its folder was renamed into place."""
+    stamp = metadata.get("last_update_time")
+    if isinstance(stamp, str):
+        try:
+            parsed = time.strptime(stamp[:19], "%Y-%m-%d %H:%M:%S")
+            return calendar.timegm(parsed) * 1_000_000_000
+        except ValueError:
+            pass
+    return st.st_ctime_ns
+
+
+def _node_types(index: Any) -> dict[int, NodeType]:
+    if not isinstance(index, dict):
+        return {}
+    node_types = {}
+    for key, entry in index.items():
+        if not (isinstance(key, str) and key.isdigit() and isinstance(entry, dict)):
+            continue
+        attrs = entry.get("attrs") if isinstance(entry.get("attrs"), dict) else {}
+        attrs = {k: attrs[k] for k in SPEC_ATTRS if attrs.get(k) is not None}
+        if isinstance(attrs.get("processor"), str):
+            attrs["processor"] = normalize_processor(attrs["processor"])
+        members = entry.get("members")
+        node_types[int(key)] = NodeType(int(key), attrs, len(members) if isinstance(members, list) else 0)
+    return node_types
+
+
+def _subdirs(fd: int) -> list[str]:
+    with os.scandir(fd) as entries:
+        return sorted(e.name for e in entries
+                      if e.is_dir(follow_symlinks=False) and not e.name.startswith(".") and _NAME_RE.match(e.name))
+
+
+def _files(fd: int) -> set[str]:
+    with os.scandir(fd) as entries:
+        return {e.name for e in entries if e.is_file(follow_symlinks=False)}
+
+
+def _opendir(name: str, dir_fd: int) -> int | None:
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    except OSError:
+        return None
+
+
+def _scan_models(pipeline_fd: int, pipeline: str, node_types: dict[int, NodeType]) -> Iterator[ModelEntry]:
+    """Every model folder `<source>/<ot>/<fg>/<Trainer>_<n>/` holding a usable metadata.json."""
+    for source_dir in _subdirs(pipeline_fd):
+        source_fd = _opendir(source_dir, pipeline_fd)
+        if source_fd is None:
+            continue
+        try:
+            for output_type in set(_subdirs(source_fd)) & set(OUTPUT_TYPES):
+                ot_fd = _opendir(output_type, source_fd)
+                if ot_fd is None:
+                    continue
+                try:
+                    for group in _subdirs(ot_fd):
+                        group_fd = _opendir(group, ot_fd)
+                        if group_fd is None:
+                            continue
+                        try:
+                            prefix = (pipeline, source_dir, output_type, group)
+                            yield from _scan_group(group_fd, prefix, node_types)
+                        finally:
+                            os.close(group_fd)
+                finally:
+                    os.close(ot_fd)
+        finally:
+            os.close(source_fd)
+
+
+def _scan_group(group_fd: int, prefix: tuple[str, str, str, str],
+                node_types: dict[int, NodeType]) -> Iterator[ModelEntry]:
+    files = _files(group_fd)
+    for model_name in _subdirs(group_fd):
+        match = MODEL_NAME_RE.match(model_name)
+        if not match:
+            continue
+        model_fd = _opendir(model_name, group_fd)
+        if model_fd is None:
+            continue
+        try:
+            entry = _model_entry(model_fd, group_fd, files, prefix, model_name, match, node_types)
+        finally:
+            os.close(model_fd)
+        if entry is not None:
+            yield entry
+
+
+def _model_entry(model_fd: int, group_fd: int, group_files: set[str], prefix: tuple[str, str, str, str],
+                 model_name: str, match: Any, node_types: dict[int, NodeType]) -> ModelEntry | None:
+    pipeline, source_dir, output_type, group = prefix
+    where = "/".join((*prefix, model_name))
+    metadata = _read_json(model_fd, "metadata.json")
+    if not isinstance(metadata, dict):
+        log.warning("skipping model %s: no metadata.json object", where)
+        return None
+    mae = metadata.get("mae")
+    features = metadata.get("features")
+    if not _finite(mae) or not (isinstance(features, list) and all(isinstance(f, str) for f in features)):
+        log.warning("skipping model %s: metadata lacks a finite mae or a features list", where)
+        return None
+    node_type = int(match.group(2))
+    weight_file = _weight_file(model_fd, group_fd, group_files, model_name)
+    weight = _decode_weight(weight_file, where)
+    if weight is None:
+        weight_file = None
+    spec = metadata.get("machine_spec")
+    if not isinstance(spec, dict):
+        spec = node_types[node_type].attrs if node_type in node_types else None
+    answer = None
+    if weight is not None:
+        extras = {"model_name": model_name, "mae": float(mae)}
+        if spec:
+            extras["machine_spec"] = spec
+        answer = orjson.dumps({**weight, **extras})
+    zip_name = f"{model_name}.zip"
+    return ModelEntry(
+        pipeline=pipeline, source=canonical_source(source_dir), output_type=output_type,
+        feature_group=group, model_name=model_name, trainer=match.group(1), node_type=node_type,
+        features=frozenset(features), mae=float(mae), metadata=metadata,
+        rel_dir=f"{source_dir}/{output_type}/{group}/{model_name}",
+        zip_rel=f"{source_dir}/{output_type}/{group}/{zip_name}" if zip_name in group_files else None,
+        weight=weight, weight_file=weight_file, weight_answer=answer, machine_spec=spec,
+    )
+
+
+def _weight_file(model_fd: int, group_fd: int, group_files: set[str], model_name: str) -> bytes | None:
+    """The published `<model>.json` beside the folder, else the folder's weight.json."""
+    if f"{model_name}.json" in group_files:
+        return _read_bytes(group_fd, f"{model_name}.json")
+    return _read_bytes(model_fd, "weight.json")
+
+
+def _decode_weight(raw: bytes | None, where: str) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        weight = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        log.warning("ignoring the weight file of %s: not JSON", where)
+        return None
+    if not isinstance(weight, dict) or not any(isinstance(v, dict) and "All_Weights" in v for v in weight.values()):
+        log.warning("ignoring the weight file of %s: no component with All_Weights", where)
+        return None
+    return weight
+
+
+def _read_bytes(dir_fd: int, name: str) -> bytes | None:
+    try:
+        fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        data = handle.read(MAX_JSON_BYTES + 1)
+    return data if len(data) <= MAX_JSON_BYTES else None
+
+
+def _read_json(dir_fd: int, name: str) -> Any:
+    raw = _read_bytes(dir_fd, name)
+    if raw is None:
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        # Upstream metadata may hold NaN, which orjson rejects; the standard parser accepts it.
+        import json
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return None
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -1,0 +1,139 @@
+"""Prometheus exposition: the served models (errors and weights) and the server's own traffic.
+
+Model gauges are computed at scrape time from the catalog, so they follow publishes without
+bookkeeping. Request counters and latency histograms are ordinary prometheus-client metrics; with
+several uvicorn workers, prometheus-client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by
+`run`) sums them across workers.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .catalog import Catalog, ModelEntry
+
+ROUTES = ("/model", "/best-models", "/models", "/model-weights", "/pipelines", "/metrics",
+          "/healthz", "/readyz", "/docs", "/openapi.json", "other")
+"""Route labels: fixed, so a hostile path never creates a new series."""
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+MODEL_LABELS = ["pipeline", "source", "output_type", "feature_group", "model"]
+
+
+class RequestMetrics:
+    """Counters and latencies of the server's own requests, labelled by route template."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter("kepler_model_server_requests", "HTTP requests answered",
+                                ["route", "method", "status"], registry=registry)
+        self.latency = Histogram("kepler_model_server_request_duration_seconds",
+                                 "Time to answer a request", ["route"], buckets=LATENCY_BUCKETS,
+                                 registry=registry)
+        self.selections = Counter("kepler_model_server_selections",
+                                  "Models chosen by selection requests (POST /model, short names)",
+                                  [*MODEL_LABELS, "node_type_match"], registry=registry)
+        self._children: dict[tuple[str, str, int], Callable[[], None]] = {}
+        self._timers: dict[str, Callable[[float], None]] = {}
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method, status)
+        inc = self._children.get(key)
+        if inc is None:  # label lookups cost more than the increment: cache the children
+            inc = self._children[key] = self.requests.labels(route, method, str(status)).inc
+        inc()
+        timer = self._timers.get(route)
+        if timer is None:
+            timer = self._timers[route] = self.latency.labels(route).observe
+        timer(seconds)
+
+    def selected(self, entry: ModelEntry, node_type_match: str) -> None:
+        self.selections.labels(*_model_labels(entry), node_type_match).inc()
+
+
+class ModelCollector(Collector):
+    """The catalog's models as gauges: errors, linear and curve-fit weights, feature scales."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+
+    def collect(self) -> Iterator[Metric]:
+        snapshot = self.catalog.snapshot()
+        pipelines = GaugeMetricFamily("kepler_model_server_pipeline_models", "Models served per pipeline",
+                                      labels=["pipeline"])
+        for name, pipeline in snapshot.pipelines.items():
+            pipelines.add_metric([name], len(pipeline.models))
+        ready = GaugeMetricFamily("kepler_model_server_ready", "1 once the models folder has been read")
+        ready.add_metric([], 1.0 if self.catalog.ready else 0.0)
+        mae = GaugeMetricFamily("kepler_model_mae_watts", "Test mean absolute error of a served model"
+                                " (component=all: the largest component MAE, used for selection)",
+                                labels=[*MODEL_LABELS, "component"])
+        weight = GaugeMetricFamily("kepler_model_weight", "Linear weight of a feature (on the scaled value)",
+                                   labels=[*MODEL_LABELS, "component", "feature"])
+        scale = GaugeMetricFamily("kepler_model_feature_scale", "Scale a feature is divided by before weighting",
+                                  labels=[*MODEL_LABELS, "component", "feature"])
+        bias = GaugeMetricFamily("kepler_model_bias_weight", "Intercept of a linear model",
+                                 labels=[*MODEL_LABELS, "component"])
+        curve = GaugeMetricFamily("kepler_model_curvefit_weight", "Fitted parameter of a curve-fit model",
+                                  labels=[*MODEL_LABELS, "component", "index"])
+        for entry in snapshot.models():
+            labels = _model_labels(entry)
+            mae.add_metric([*labels, "all"], entry.mae)
+            for key, value in entry.metadata.items():
+                if key.endswith("_mae") and _number(value):
+                    mae.add_metric([*labels, key[:-4]], float(value))
+            for component, all_weights in _components(entry.weight):
+                if _number(all_weights.get("Bias_Weight")):
+                    bias.add_metric([*labels, component], float(all_weights["Bias_Weight"]))
+                variables = all_weights.get("Numerical_Variables")
+                for feature, values in (variables.items() if isinstance(variables, dict) else ()):
+                    if not isinstance(values, dict):
+                        continue
+                    if _number(values.get("weight")):
+                        weight.add_metric([*labels, component, str(feature)], float(values["weight"]))
+                    if _number(values.get("scale")):
+                        scale.add_metric([*labels, component, str(feature)], float(values["scale"]))
+                params = all_weights.get("CurveFit_Weights")
+                for i, value in enumerate(params if isinstance(params, list) else ()):
+                    if _number(value):
+                        curve.add_metric([*labels, component, str(i)], float(value))
+        yield from (ready, pipelines, mae, weight, scale, bias, curve)
+
+
+def exposition(catalog: Catalog, registry: CollectorRegistry) -> bytes:
+    """The /metrics body: this worker's registry, or every worker's in multiprocess mode."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    scrape = CollectorRegistry()
+    scrape.register(_Union(registry, ModelCollector(catalog)))
+    return generate_latest(scrape)
+
+
+class _Union(Collector):
+    def __init__(self, registry: CollectorRegistry, extra: Collector) -> None:
+        self.registry, self.extra = registry, extra
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.registry.collect()
+        yield from self.extra.collect()
+
+
+def _model_labels(entry: ModelEntry) -> list[str]:
+    return [entry.pipeline, entry.source, entry.output_type, entry.feature_group, entry.model_name]
+
+
+def _components(weight: dict[str, Any] | None) -> Iterator[tuple[str, dict[str, Any]]]:
+    for component, value in (weight or {}).items():
+        if isinstance(value, dict) and isinstance(value.get("All_Weights"), dict):
+            yield component, value["All_Weights"]
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -1,0 +1,299 @@
+"""The routes: handlers from request parts to a Reply, and the FastAPI declarations over them.
+
+Handlers take plain values (path, query mapping, body bytes) and return a Reply with precomputed
+bytes, so the same code answers through FastAPI's router (documented in the OpenAPI document) and
+through the app's fast path (app.py), which skips FastAPI's per-request machinery on hot routes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any, Callable, Mapping
+
+import orjson
+from fastapi import APIRouter, Body, Path, Query, Request, Response
+
+from .catalog import Catalog, ModelEntry, Snapshot
+from .errors import InvalidRequest, NotFound, NotReady, ServeError, StaleSnapshot
+from .metrics import RequestMetrics
+from .schema import (
+    DEFAULT_SOURCE, FEATURE_PATTERN, OUTPUT_TYPES, ErrorBody, ModelRequest, canonical_source, check_name, check_output_type,
+    parse_model_request,
+)
+from .selection import Choice, Criteria, best_models, choose_pipeline, parse_filter, select
+
+JSON = "application/json"
+ZIP = "application/zip"
+STALE_RETRIES = 3
+_FEATURE = re.compile(FEATURE_PATTERN)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A complete answer: status, media type, body bytes and extra headers."""
+
+    status: int
+    body: bytes
+    media_type: str = JSON
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def error_reply(exc: ServeError) -> Reply:
+    return Reply(exc.status, orjson.dumps({"error": exc.reason, "message": str(exc)}))
+
+
+class Service:
+    """The handlers, over one catalog."""
+
+    def __init__(self, catalog: Catalog, metrics: RequestMetrics, default_pipeline: str | None = None) -> None:
+        self.catalog = catalog
+        self.metrics = metrics
+        self.default_pipeline = default_pipeline
+
+    # -- selection ---------------------------------------------------------------------------
+    def post_model(self, body: bytes) -> Reply:
+        try:
+            raw = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise InvalidRequest("the body is not valid JSON") from None
+        return self.answer_model_request(parse_model_request(raw))
+
+    def answer_model_request(self, request: ModelRequest) -> Reply:
+        if request.trainer_name:
+            check_name(request.trainer_name, "trainer_name")
+        if request.pipeline_name:
+            check_name(request.pipeline_name, "pipeline_name")
+        criteria = Criteria(
+            source=canonical_source(check_name(request.source, "source") if request.source else ""),
+            output_type=check_output_type(request.output_type),
+            metrics=frozenset(request.metrics), trainer=request.trainer_name or None, weight=request.weight,
+            conditions=parse_filter(request.filter), node_type=request.node_type,
+            spec=request.machine_spec.attrs() if request.machine_spec else None,
+            loose=request.loose_node_type,
+        )
+        return self._retrying(lambda snap: self._chosen(snap, criteria, request.pipeline_name, request.weight))
+
+    def _chosen(self, snapshot: Snapshot, criteria: Criteria, pipeline_name: str, weight: bool) -> Reply:
+        pipeline = choose_pipeline(snapshot.pipelines, criteria.source, pipeline_name, self.default_pipeline)
+        choice = select(pipeline, criteria)
+        self.metrics.selected(choice.entry, choice.node_type_match)
+        if weight:
+            return Reply(200, choice.entry.weight_answer or b"", JSON, _model_headers(choice.entry, choice))
+        return self._zip(snapshot, choice.entry, choice)
+
+    def best_models(self, params: Mapping[str, str]) -> Reply:
+        source = canonical_source(_name_param(params, "energy-source", DEFAULT_SOURCE))
+        output_type = params.get("output-type")
+        output_types = (check_output_type(output_type),) if output_type else OUTPUT_TYPES
+        group = _name_param(params, "feature-group", "") or None
+        node_type = _int_param(params, "node-type", -1)
+        conditions = parse_filter(params.get("filter", ""))
+        pipeline_name = _name_param(params, "pipeline-name", "")
+
+        def answer(snapshot: Snapshot) -> Reply:
+            pipeline = choose_pipeline(snapshot.pipelines, source, pipeline_name, self.default_pipeline)
+            best = best_models(pipeline, source, output_types, group, node_type, conditions)
+            return Reply(200, orjson.dumps(best), JSON, (("X-Model-Pipeline", pipeline.name),))
+        return self._retrying(answer)
+
+    # -- by name -----------------------------------------------------------------------------
+    def model_zip(self, model_type: str, params: Mapping[str, str]) -> Reply:
+        path, short = _split_model_type(model_type, ".zip")
+        if short:
+            criteria = _short_criteria(short, params, weight=False)
+            return self._retrying(lambda s: self._chosen(s, criteria, _name_param(params, "pipeline-name", ""), False))
+        return self._retrying(lambda s: self._zip(s, _lookup(s, path), None))
+
+    def model_weights(self, model_type: str, params: Mapping[str, str]) -> Reply:
+        path, short = _split_model_type(model_type, ".json")
+        if short:
+            criteria = _short_criteria(short, params, weight=True)
+            return self._retrying(lambda s: self._chosen(s, criteria, _name_param(params, "pipeline-name", ""), True))
+
+        def answer(snapshot: Snapshot) -> Reply:
+            entry = _lookup(snapshot, path)
+            if entry.weight_file is None:
+                raise NotFound(f"model {path} has no weight file (only linear and curve-fit trainers have one)")
+            return Reply(200, entry.weight_file, JSON, _model_headers(entry, None))
+        return self._retrying(answer)
+
+    def pipelines(self) -> Reply:
+        snapshot = self.catalog.snapshot()
+        listing = [
+            {"name": p.name, "models": len(p.models), "sources": sorted(p.sources),
+             "last_update_time": p.metadata.get("last_update_time"), "node_types": sorted(p.node_types)}
+            for p in snapshot.pipelines.values()
+        ]
+        return Reply(200, orjson.dumps({"pipelines": listing}))
+
+    # -- probes ------------------------------------------------------------------------------
+    def healthz(self) -> Reply:
+        return Reply(200, b'{"status":"ok"}')
+
+    def readyz(self) -> Reply:
+        self.catalog.snapshot()
+        if not self.catalog.ready:
+            raise NotReady(self.catalog.error or "not ready")
+        return Reply(200, b'{"status":"ready"}')
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _zip(self, snapshot: Snapshot, entry: ModelEntry, choice: Choice | None) -> Reply:
+        if entry.zip_rel is None:
+            raise NotFound(f"model {entry.path} has no zip archive")
+        data = snapshot.pipelines[entry.pipeline].read(entry.zip_rel)
+        headers = (*_model_headers(entry, choice),
+                   ("Content-Disposition", f'attachment; filename="{entry.model_name}.zip"'))
+        return Reply(200, data, ZIP, headers)
+
+    def _retrying(self, answer: Callable[[Snapshot], Reply]) -> Reply:
+        """Answer from the current snapshot; when its pipeline vanished mid-request, rescan and retry."""
+        for _ in range(STALE_RETRIES):
+            snapshot = self.catalog.snapshot()
+            if not self.catalog.ready:
+                raise NotReady(self.catalog.error or "not ready")
+            try:
+                return answer(snapshot)
+            except StaleSnapshot:
+                self.catalog.invalidate()
+        raise NotReady("the pipeline kept changing while it was read; retry")
+
+
+def _model_headers(entry: ModelEntry, choice: Choice | None) -> tuple[tuple[str, str], ...]:
+    headers = (("X-Model-Name", entry.model_name), ("X-Model-Mae", repr(entry.mae)), ("X-Model-Path", entry.path))
+    if choice is not None:
+        headers += (("X-Model-Node-Type-Match", choice.node_type_match),)
+    return headers
+
+
+def _split_model_type(model_type: str, suffix: str) -> tuple[str, str | None]:
+    """`<pipeline>/<source>/<ot>/<fg>/<model>[suffix]` -> (path, None); `AbsPower` -> ("", short name)."""
+    parts = model_type.split("/")
+    if parts[-1].endswith(suffix):
+        parts[-1] = parts[-1][: -len(suffix)]
+    for part in parts:
+        check_name(part, "model path segment")
+    if len(parts) == 1 and parts[0] in OUTPUT_TYPES:
+        return "", parts[0]
+    if len(parts) == 5:
+        return "/".join(parts), None
+    raise NotFound(f"unknown model {model_type[:200]!r}: use <pipeline>/<source>/<output type>/"
+                   "<feature group>/<model> or a short name (AbsPower, DynPower)")
+
+
+def _lookup(snapshot: Snapshot, path: str) -> ModelEntry:
+    entry = snapshot.by_path.get(path)
+    if entry is None:
+        raise NotFound(f"model {path} is not served")
+    return entry
+
+
+def _short_criteria(output_type: str, params: Mapping[str, str], weight: bool) -> Criteria:
+    metrics = params.get("metrics")
+    return Criteria(
+        source=canonical_source(_name_param(params, "energy-source", _name_param(params, "source", DEFAULT_SOURCE))),
+        output_type=output_type,
+        metrics=frozenset(_features(metrics)) if metrics is not None else None,
+        feature_group=_name_param(params, "feature-group", "") or None,
+        trainer=_name_param(params, "trainer-name", "") or None,
+        weight=weight, conditions=parse_filter(params.get("filter", "")),
+        node_type=_int_param(params, "node-type", -1),
+    )
+
+
+def _features(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if len(names) > 512 or not all(_FEATURE.match(n) for n in names):
+        raise InvalidRequest("metrics must be a comma list of feature names")
+    return names
+
+
+def _name_param(params: Mapping[str, str], key: str, default: str) -> str:
+    value = params.get(key)
+    return default if value is None or value == "" else check_name(value, key)
+
+
+def _int_param(params: Mapping[str, str], key: str, default: int) -> int:
+    value = params.get(key)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise InvalidRequest(f"{key} must be an integer") from None
+    if not -1 <= number <= 999_999_999:
+        raise InvalidRequest(f"{key} must be -1 or a node type index")
+    return number
+
+
+# -- FastAPI declarations: the OpenAPI document, and the path taken when the fast path is off --------
+
+def to_response(reply: Reply) -> Response:
+    return Response(reply.body, reply.status, dict(reply.headers), media_type=reply.media_type)
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "Invalid request, invalid name, or no model matches"},
+    404: {"model": ErrorBody, "description": "No such model"},
+    413: {"model": ErrorBody, "description": "Body larger than --max-body-bytes"},
+    503: {"model": ErrorBody, "description": "The models folder has not been read"},
+}
+WEIGHT_OR_ZIP = {200: {"description": "The model zip (application/zip; X-Model-Name and X-Model-Mae headers)"
+                       " or, with weight=true, the weight JSON with model_name, mae and machine_spec keys",
+                       "content": {ZIP: {}, JSON: {}}}}
+Source = Annotated[str | None, Query(alias="energy-source", description="Energy source (rapl aliases accepted)")]
+OutputType = Annotated[str | None, Query(alias="output-type", description="AbsPower or DynPower")]
+Group = Annotated[str | None, Query(alias="feature-group")]
+NodeTypeQ = Annotated[int | None, Query(alias="node-type", ge=-1)]
+FilterQ = Annotated[str | None, Query(description="key:value;... conditions")]
+PipelineQ = Annotated[str | None, Query(alias="pipeline-name")]
+TrainerQ = Annotated[str | None, Query(alias="trainer-name")]
+MetricsQ = Annotated[str | None, Query(description="Comma list of available features")]
+ModelType = Annotated[str, Path(description="`<pipeline>/<source>/<output type>/<feature group>/<model>` "
+                                            "(optional suffix), or a short name: AbsPower or DynPower")]
+
+
+def build_router(service_of: Callable[[Request], Service]) -> APIRouter:
+    router = APIRouter()
+
+    @router.post("/model", responses={**WEIGHT_OR_ZIP, **ERRORS}, response_class=Response,
+                 summary="Select the best model for a node and answer its zip or weights")
+    async def post_model(request: Request, body: Annotated[ModelRequest, Body()]) -> Response:
+        return to_response(service_of(request).answer_model_request(body))
+
+    @router.get("/best-models", responses=ERRORS, response_model=dict[str, dict[str, str]],
+                summary="The lowest-MAE model name per output type and feature group")
+    async def get_best_models(request: Request, energy_source: Source = None, output_type: OutputType = None,
+                              feature_group: Group = None, node_type: NodeTypeQ = None, filter: FilterQ = None,
+                              pipeline_name: PipelineQ = None) -> Response:
+        return to_response(service_of(request).best_models(request.query_params))
+
+    @router.get("/models/{model_type:path}", responses={200: {"content": {ZIP: {}}}, **ERRORS},
+                response_class=Response, summary="A model's zip, by path or the best for a short name")
+    async def get_model(request: Request, model_type: ModelType, energy_source: Source = None,
+                        metrics: MetricsQ = None, feature_group: Group = None, node_type: NodeTypeQ = None,
+                        trainer_name: TrainerQ = None, filter: FilterQ = None,
+                        pipeline_name: PipelineQ = None) -> Response:
+        return to_response(service_of(request).model_zip(model_type, request.query_params))
+
+    @router.get("/model-weights/{model_type:path}", responses={200: {"content": {JSON: {}}}, **ERRORS},
+                response_class=Response, summary="A model's weight JSON, by path or the best for a short name")
+    async def get_model_weights(request: Request, model_type: ModelType, energy_source: Source = None,
+                                metrics: MetricsQ = None, feature_group: Group = None,
+                                node_type: NodeTypeQ = None, trainer_name: TrainerQ = None,
+                                filter: FilterQ = None, pipeline_name: PipelineQ = None) -> Response:
+        return to_response(service_of(request).model_weights(model_type, request.query_params))
+
+    @router.get("/pipelines", summary="The served pipelines")
+    async def get_pipelines(request: Request) -> Response:
+        return to_response(service_of(request).pipelines())
+
+    @router.get("/healthz", summary="Liveness: the process answers")
+    async def healthz(request: Request) -> Response:
+        return to_response(service_of(request).healthz())
+
+    @router.get("/readyz", responses=ERRORS, summary="Readiness: the models folder has been read")
+    async def readyz(request: Request) -> Response:
+        return to_response(service_of(request).readyz())
+
+    return router
