@@ -10,18 +10,22 @@ live-scrape tests. Reusable from any test tier (the operator end-to-end tests us
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterable, Iterator
+from urllib.parse import quote
 
 import pytest
 
@@ -83,6 +87,7 @@ class PrometheusHandle:
     data_dir: Path
     log_path: Path
     process: subprocess.Popen = field(repr=False)
+    ca_file: Path | None = None  # set when serving https
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -119,10 +124,31 @@ def _config(targets: Iterable[ScrapeTarget]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def make_tls(workdir: Path) -> tuple[Path, Path, Path]:
+    """A throw-away CA and a server certificate for 127.0.0.1/localhost: (ca.crt, server.crt, server.key)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    ca_key, ca, key, csr, cert = (workdir / n for n in ("ca.key", "ca.crt", "server.key", "server.csr", "server.crt"))
+    ext = workdir / "san.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n"
+                   "keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n")
+    for command in (
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca, "-days", "2",
+         "-subj", "/CN=kepler-model test CA"],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"],
+        ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert,
+         "-days", "2", "-extfile", ext],
+    ):
+        subprocess.run(["openssl", *map(str, command)], check=True, capture_output=True, timeout=60)
+    return ca, cert, key
+
+
 def start_prometheus(workdir: Path, *, openmetrics: KeplerData | str | Path | None = None,
                      scrape: Iterable[ScrapeTarget] = (), extra_args: Iterable[str] = (),
-                     ready_timeout: float = 30.0) -> PrometheusHandle:
-    """Backfill (optional), start Prometheus on a free loopback port and wait for /-/ready."""
+                     tls: bool = False, ready_timeout: float = 30.0) -> PrometheusHandle:
+    """Backfill (optional), start Prometheus on a free loopback port and wait for /-/ready.
+
+    With tls=True it serves https with a certificate from a throw-away CA (`handle.ca_file`).
+    """
     require_binaries()
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -131,6 +157,15 @@ def start_prometheus(workdir: Path, *, openmetrics: KeplerData | str | Path | No
         backfill(openmetrics, data_dir)
     config = workdir / "prometheus.yml"
     config.write_text(_config(scrape))
+    ca_file, scheme = None, "http"
+    if tls:
+        if not shutil.which("openssl"):
+            pytest.skip("openssl is not installed")
+        ca_file, cert, key = make_tls(workdir / "tls")
+        web_config = workdir / "web.yml"
+        web_config.write_text(f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n")
+        extra_args = [*extra_args, f"--web.config.file={web_config}"]
+        scheme = "https"
     last_error = ""
     for _ in range(3):  # the free port can be taken between probe and bind: try another
         port = free_port()
@@ -141,7 +176,7 @@ def start_prometheus(workdir: Path, *, openmetrics: KeplerData | str | Path | No
                  f"--web.listen-address=127.0.0.1:{port}", f"--storage.tsdb.retention.time={RETENTION}",
                  "--web.enable-lifecycle", *extra_args],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=workdir)
-        handle = PrometheusHandle(f"http://127.0.0.1:{port}", port, data_dir, log_path, process)
+        handle = PrometheusHandle(f"{scheme}://127.0.0.1:{port}", port, data_dir, log_path, process, ca_file)
         if _wait_ready(handle, ready_timeout):
             return handle
         handle.stop()
@@ -152,12 +187,13 @@ def start_prometheus(workdir: Path, *, openmetrics: KeplerData | str | Path | No
 
 
 def _wait_ready(handle: PrometheusHandle, timeout: float) -> bool:
+    context = ssl.create_default_context(cafile=str(handle.ca_file)) if handle.ca_file else None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if handle.process.poll() is not None:
             return False
         try:
-            with urllib.request.urlopen(f"{handle.url}/-/ready", timeout=1) as response:
+            with urllib.request.urlopen(f"{handle.url}/-/ready", timeout=1, context=context) as response:
                 if response.status == 200:
                     return True
         except (urllib.error.URLError, OSError):
@@ -166,24 +202,80 @@ def _wait_ready(handle: PrometheusHandle, timeout: float) -> bool:
     return False
 
 
-@dataclass
-class TargetUp:
-    handle: PrometheusHandle
+def instant(handle: PrometheusHandle, query: str) -> list[dict]:
+    """The result of an instant query (plain urllib: independent of the code under test)."""
+    with urllib.request.urlopen(f"{handle.url}/api/v1/query?query={quote(query)}", timeout=5) as response:
+        return json.load(response)["data"]["result"]
 
-    def wait(self, job: str, samples: int = 3, timeout: float = 20.0) -> None:
-        """Block until `job` has been scraped `samples` times (counted with count_over_time)."""
-        import json
-        from urllib.parse import quote
 
-        query = quote(f'max(count_over_time(up{{job="{job}"}}[1m]))')
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with urllib.request.urlopen(f"{self.handle.url}/api/v1/query?query={query}", timeout=2) as r:
-                result = json.load(r)["data"]["result"]
-            if result and float(result[0]["value"][1]) >= samples:
-                return
-            time.sleep(0.2)
-        raise TimeoutError(f"job {job} was not scraped {samples} times within {timeout} s")
+def wait_scraped(handle: PrometheusHandle, job: str, samples: int = 3, timeout: float = 20.0) -> None:
+    """Block until `job` has been scraped successfully `samples` times within the last minute."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = instant(handle, f'sum(sum_over_time(up{{job="{job}"}}[1m]))')
+        if result and float(result[0]["value"][1]) >= samples:
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"job {job} was not scraped {samples} times within {timeout} s")
+
+
+# -- an HTTP hop in front of Prometheus, as a cluster has (auth proxy, flaky ingress) -------------
+
+class GatewayProxy:
+    """Forwards GETs to a real Prometheus; can demand a bearer token and fail the first N requests.
+
+    This stands for kube-rbac-proxy/oauth-proxy (Prometheus 2.42 has no bearer-token auth of its
+    own) and for an ingress that answers 503 while a backend restarts.
+    """
+
+    def __init__(self, upstream: str, *, token: str | None = None, fail_first: int = 0, status: int = 503):
+        proxy = self
+        self.upstream, self.token, self.fail_first, self.status = upstream, token, fail_first, status
+        self.requests: list[tuple[str, int]] = []  # (path, status answered)
+        self._lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                status, body, headers = proxy._answer(self.path, self.headers.get("Authorization"))
+                self.send_response(status)
+                for name, value in headers:
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def _answer(self, path: str, authorization: str | None) -> tuple[int, bytes, list[tuple[str, str]]]:
+        json_type = [("Content-Type", "application/json")]
+        with self._lock:
+            failing = self.fail_first > 0
+            self.fail_first -= failing
+        if self.token is not None and authorization != f"Bearer {self.token}":
+            status, body, headers = 401, b'{"status":"error","error":"Unauthorized"}', json_type
+        elif failing:
+            status, body, headers = self.status, b"upstream temporarily unavailable", [("Content-Type", "text/plain")]
+        else:
+            try:
+                with urllib.request.urlopen(self.upstream + path, timeout=60) as response:
+                    status, body = response.status, response.read()
+            except urllib.error.HTTPError as err:
+                status, body = err.code, err.read()
+            headers = json_type
+        with self._lock:
+            self.requests.append((path, status))
+        return status, body, headers
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 # -- a live Kepler-style exporter -----------------------------------------------------------------
@@ -234,31 +326,62 @@ class KeplerExporter:
         self.server.server_close()
 
 
-# -- pytest fixtures (import them into a test module, or a conftest, by name) --------------------
+# -- pytest fixtures (import them by name into a test module) ------------------------------------
+#
+# A session fixture imported into several modules is instantiated once per module by pytest, so
+# the shared server lives here, counted by its users: the first starts it, the last stops it.
 
-@pytest.fixture(scope="session")
-def kepler_history() -> KeplerData:
-    """A day of Kepler data at 3 s for two nodes with a reset and a gap (see openmetrics.history)."""
+@dataclass
+class SessionPrometheus:
+    """The shared server: a day of backfilled history plus a 1 s scrape of a live exporter."""
+
+    handle: PrometheusHandle
+    data: KeplerData
+    exporter: KeplerExporter
+
+    @property
+    def url(self) -> str:
+        return self.handle.url
+
+
+_shared: dict[str, object] = {"env": None, "users": 0}
+_shared_lock = threading.Lock()
+
+
+def _acquire(tmp_path_factory) -> SessionPrometheus:
     from .openmetrics import history
 
-    return history()
+    with _shared_lock:
+        if _shared["env"] is None:
+            require_binaries()
+            data = history()
+            exporter = KeplerExporter()
+            try:
+                handle = start_prometheus(tmp_path_factory.mktemp("prometheus"), openmetrics=data,
+                                          scrape=[ScrapeTarget(exporter.address, job="kepler-live")])
+            except BaseException:
+                exporter.stop()
+                raise
+            _shared["env"] = SessionPrometheus(handle, data, exporter)
+        _shared["users"] += 1
+        return _shared["env"]
+
+
+def _release() -> None:
+    with _shared_lock:
+        _shared["users"] -= 1
+        env = _shared["env"]
+        if _shared["users"] == 0 and env is not None:
+            env.handle.stop()
+            env.exporter.stop()
+            _shared["env"] = None
 
 
 @pytest.fixture(scope="session")
-def live_exporter() -> Iterator[KeplerExporter]:
-    exporter = KeplerExporter()
-    yield exporter
-    exporter.stop()
-
-
-@pytest.fixture(scope="session")
-def prometheus(tmp_path_factory, kepler_history, live_exporter) -> Iterator[PrometheusHandle]:
-    """One Prometheus for the session: the backfilled history plus a 1 s scrape of the live exporter."""
-    require_binaries()
-    handle = start_prometheus(tmp_path_factory.mktemp("prometheus"), openmetrics=kepler_history,
-                              scrape=[ScrapeTarget(live_exporter.address)])
-    yield handle
-    handle.stop()
+def session_prometheus(tmp_path_factory) -> Iterator[SessionPrometheus]:
+    env = _acquire(tmp_path_factory)
+    yield env
+    _release()
 
 
 @pytest.fixture
