@@ -303,7 +303,7 @@ class TrainingPipelineSpec(_Model):
     window: Annotated[Window, Field(description="Time range and step of the training data.")]
     pipeline_name: Annotated[str, Field(description="Name of the published pipeline folder.",
                                         min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
-    metric_prefix: MetricPrefix = "kepler"
+    metric_prefix: MetricPrefix = "kepler_"
     label_filters: LabelFilters = {}
     energy_sources: Annotated[list[EnergySource], Field(
         description="Energy sources to train for.", min_length=1, max_length=2,
@@ -344,7 +344,7 @@ class EstimationInput(_Model):
 
     prometheus: Annotated[PrometheusSource | None, Field(description="Query this Prometheus.")] = None
     window: Annotated[Window | None, Field(description="Time range and step of the input.")] = None
-    metric_prefix: MetricPrefix = "kepler"
+    metric_prefix: MetricPrefix = "kepler_"
     label_filters: LabelFilters = {}
     file: Annotated[str | None, Field(description="A query-output JSON file, relative to the volume root.",
                                       max_length=512, pattern=SAFE_REL_PATH)] = None
@@ -437,6 +437,8 @@ class RunRecord(_Model):
     """One run (one Job) of the resource."""
 
     job_name: Annotated[str, Field(description="Name of the Job.")]
+    key: Annotated[str | None, Field(description="Run key: g<generation>[-r<hash>] or s<schedule time>.")] = None
+    generation: Annotated[int | None, Field(description="The spec generation the run was started for.")] = None
     trigger: Annotated[str, Field(description="What started it: Created, SpecChanged, Rerun or Schedule.")]
     start_time: Annotated[str | None, Field(description="When the Job was created.",
                                             json_schema_extra={"format": "date-time"})] = None

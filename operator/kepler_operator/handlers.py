@@ -1,0 +1,347 @@
+"""The kopf glue: watch the resources, their Jobs and pods; start runs and write status.
+
+Every handler ends in the same level-based `reconcile`: it reads the resource, its Jobs and pods (kopf
+indexes, filled from watches before any handler runs), asks the pure planners in `jobs` and `status`
+what should exist, and makes it so. Jobs have deterministic names, so a retried or duplicated create
+is a harmless 409, and a restarted operator converges without a second Job. There is no delete
+handler and so no finalizer: Jobs go with their owner through owner references, and the volume
+(shared with Kepler) is never touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import datetime
+import json
+import logging
+import posixpath
+import secrets
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import kopf
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
+
+from . import api, jobs, status
+from .errors import InvalidSpecError, OperatorError
+from .settings import get_settings
+
+TP = (api.GROUP, api.VERSION, api.TrainingPipeline.plural)
+EE = (api.GROUP, api.VERSION, api.EnergyEstimation.plural)
+PLURAL = {api.TrainingPipeline.kind: api.TrainingPipeline.plural,
+          api.EnergyEstimation.kind: api.EnergyEstimation.plural}
+OURS = {jobs.LABEL_MANAGED_BY: jobs.MANAGED_BY}
+RESYNC = get_settings().resync_seconds
+
+
+# ------------------------------------------------------------------------------ Kubernetes calls
+
+class Kube:
+    """The few blocking Kubernetes calls the operator makes (run in threads)."""
+
+    def __init__(self) -> None:
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            config.load_kube_config()
+        self.batch = client.BatchV1Api()
+        self.custom = client.CustomObjectsApi()
+        self.core = client.CoreV1Api()
+
+    def create_job(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Create the Job, or return the existing one of the same (deterministic) name."""
+        meta = manifest["metadata"]
+        try:
+            response = self.batch.create_namespaced_job(meta["namespace"], manifest, _preload_content=False)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            response = self.batch.read_namespaced_job(meta["name"], meta["namespace"], _preload_content=False)
+        return json.loads(response.data)
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        """Delete a Job and its pods; a Job already gone is fine."""
+        try:
+            self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def patch_status(self, kind: str, namespace: str, name: str, new_status: dict[str, Any]) -> None:
+        """Merge-patch the status subresource; the resource being gone is fine."""
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                api.GROUP, api.VERSION, namespace, PLURAL[kind], name, {"status": new_status})
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
+    def post_event(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        """Record a Kubernetes Event on a resource; losing one is not worth failing a reconcile."""
+        meta = involved["metadata"]
+        now = jobs.format_time(_now())
+        event = {"apiVersion": "v1", "kind": "Event", "type": type_, "reason": reason, "message": message[:1024],
+                 "metadata": {"name": f"{meta['name'][:230]}.{secrets.token_hex(8)}", "namespace": meta["namespace"]},
+                 "involvedObject": {"apiVersion": involved["apiVersion"], "kind": involved["kind"],
+                                    "name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
+                 "source": {"component": jobs.MANAGED_BY}, "reportingComponent": jobs.MANAGED_BY,
+                 "firstTimestamp": now, "lastTimestamp": now, "count": 1}
+        try:
+            self.core.create_namespaced_event(meta["namespace"], event, _preload_content=False)
+        except ApiException as exc:
+            logging.getLogger(__name__).warning("could not post event %s: %s", reason, exc.reason)
+
+
+@dataclasses.dataclass
+class State:
+    """What one operator process remembers: its own last status writes, and one lock per resource."""
+
+    kube: Kube
+    defaults: jobs.JobDefaults
+    written: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    locks: collections.defaultdict[str, asyncio.Lock] = dataclasses.field(
+        default_factory=lambda: collections.defaultdict(asyncio.Lock))
+
+    def forget(self, uid: str) -> None:
+        self.written.pop(uid, None)
+        self.locks.pop(uid, None)
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Our own group for kopf's bookkeeping, no finalizers, and the shared client."""
+    ours = get_settings()
+    settings.persistence.finalizer = f"{api.GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=api.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=api.GROUP, key="last-handled-configuration")
+    settings.posting.enabled = False  # we post our own transition events, not kopf's per-handler chatter
+    settings.execution.max_workers = ours.max_workers
+    settings.watching.server_timeout = 300
+    settings.networking.request_timeout = 60
+    memo.state = State(kube=Kube(), defaults=jobs.JobDefaults(
+        image=ours.trainer_image, image_pull_policy=ours.image_pull_policy, pvc=ours.default_pvc,
+        service_account=ours.job_service_account, run_as_user=ours.run_as_user))
+
+
+# ------------------------------------------------------------------------------------- indexes
+
+def _slim(body: Mapping[str, Any], *, spec: bool = False) -> dict[str, Any]:
+    meta = body.get("metadata") or {}
+    keep = {"metadata": {k: meta.get(k) for k in ("name", "namespace", "uid", "generation", "labels",
+                                                  "annotations", "creationTimestamp")},
+            "status": dict(body.get("status") or {})}
+    if spec:
+        keep["spec"] = dict(body.get("spec") or {})
+    return _plain(keep)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+@kopf.index("batch", "v1", "jobs", labels=OURS)
+def jobs_by_owner(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, Any]:
+    """Our Jobs, by owner uid."""
+    return {labels.get(jobs.LABEL_OWNER_UID): _slim(body)}
+
+
+@kopf.index("v1", "pods", labels=OURS)
+def pods_by_owner(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, Any]:
+    """Pods of our Jobs, by owner uid."""
+    return {labels.get(jobs.LABEL_OWNER_UID): _slim(body)}
+
+
+@kopf.index(*TP)
+def pipelines(body: kopf.Body, namespace: str, name: str, uid: str, **_: Any) -> dict[Any, Any]:
+    """TrainingPipelines by uid and by (namespace, name)."""
+    slim = _slim(body, spec=True)
+    return {uid: slim, (namespace, name): slim}
+
+
+@kopf.index(*EE)
+def estimations(body: kopf.Body, uid: str, namespace: str, spec: kopf.Spec, **_: Any) -> dict[Any, Any]:
+    """EnergyEstimations by uid, and their uids by the (namespace, name) of the pipeline they use."""
+    ref = ((spec.get("model") or {}).get("pipelineRef") or {}).get("name")
+    out: dict[Any, Any] = {uid: _slim(body, spec=True)}
+    if ref:
+        out[("ref", namespace, ref)] = uid
+    return out
+
+
+def _one(index: kopf.Index[Any, Any], key: Any) -> Any:
+    values = list(index.get(key, []))
+    return values[-1] if values else None
+
+
+# ----------------------------------------------------------------------------------- reconcile
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _newest(job_bodies: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    ordered = sorted(job_bodies, key=lambda j: (j["metadata"].get("creationTimestamp") or "",
+                                                j["metadata"].get("name") or ""))
+    return ordered[-1] if ordered else None
+
+
+async def reconcile(kind: str, body: Mapping[str, Any], memo: kopf.Memo, jobs_by_owner: kopf.Index[Any, Any],
+                    pods_by_owner: kopf.Index[Any, Any], pipelines: kopf.Index[Any, Any],
+                    logger: logging.Logger | kopf.Logger) -> None:
+    """Start the run that should exist, prune old runs, and write the status of what is observed."""
+    state: State = memo.state
+    meta = body["metadata"]
+    uid, namespace, name = meta["uid"], meta["namespace"], meta["name"]
+    async with state.locks[uid]:
+        owner = jobs.Owner(kind=kind, name=name, namespace=namespace, uid=uid)
+        old = state.written.get(uid, _plain(body.get("status") or {}))
+        generation = int(meta.get("generation") or 1)
+        known = {j["metadata"]["name"]: j for j in jobs_by_owner.get(uid, [])}
+        problem: OperatorError | None = None
+        try:
+            plan = _plan(kind, body, pipelines, state.defaults)
+        except OperatorError as exc:
+            problem, plan = exc, None
+        if plan is not None:
+            annotations = meta.get("annotations") or {}
+            run = jobs.next_run(generation=generation, status=old, jobs=[jobs.job_view(j) for j in known.values()],
+                                created=meta.get("creationTimestamp") or "", now=_now(),
+                                rerun=annotations.get(api.RERUN_ANNOTATION), schedule=plan.schedule,
+                                suspend=plan.suspend)
+            if run is not None:
+                created = await asyncio.to_thread(state.kube.create_job, plan.build(run))
+                known[created["metadata"]["name"]] = created
+                await asyncio.to_thread(state.kube.post_event, _ref(kind, body), "Normal", "RunStarted",
+                                        f"started Job {created['metadata']['name']} ({run.trigger})")
+                logger.info(f"Started Job {created['metadata']['name']} ({run.trigger}).")
+            for stale in jobs.jobs_to_prune([jobs.job_view(j) for j in known.values()], plan.keep):
+                await asyncio.to_thread(state.kube.delete_job, namespace, stale)
+                known.pop(stale, None)
+        latest = _newest(known.values())
+        terminated = status.newest_terminated(list(pods_by_owner.get(uid, [])), latest["metadata"]["name"]) \
+            if latest else None
+        now = jobs.format_time(_now())
+        if kind == api.TrainingPipeline.kind:
+            new = status.training_status(old, generation=generation, job=latest, terminated=terminated,
+                                         problem=problem, suspended=bool(plan and plan.suspend), now=now)
+        else:
+            new = status.estimation_status(old, generation=generation, job=latest, terminated=terminated,
+                                           problem=problem, resolved=plan.resolved if plan else None, now=now)
+        if new != old:
+            await asyncio.to_thread(state.kube.patch_status, kind, namespace, name, new)
+            state.written[uid] = new
+            for change in status.transitions(old, new):
+                await asyncio.to_thread(state.kube.post_event, _ref(kind, body), change.type, change.reason,
+                                        change.message)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """A valid resource, ready to run: how to build a run's Job, and what decides when to run."""
+
+    build: Callable[[jobs.RunRequest], dict[str, Any]]
+    schedule: str | None = None
+    suspend: bool = False
+    keep: int = 1
+    resolved: str | None = None
+
+
+def _plan(kind: str, body: Mapping[str, Any], pipelines: kopf.Index[Any, Any], defaults: jobs.JobDefaults) -> Plan:
+    """Validate the spec (and resolve an estimation's model); raises OperatorError."""
+    meta = body["metadata"]
+    owner = jobs.Owner(kind=kind, name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
+    try:
+        if kind == api.TrainingPipeline.kind:
+            tp = api.TrainingPipelineSpec.model_validate(body.get("spec") or {})
+            return Plan(build=lambda run: jobs.training_job(owner, tp, run, defaults), schedule=tp.schedule,
+                        suspend=tp.suspend, keep=tp.history_limit)
+        ee = api.EnergyEstimationSpec.model_validate(body.get("spec") or {})
+    except ValidationError as exc:
+        raise InvalidSpecError(_validation_message(exc)) from exc
+    ref = ee.model.pipeline_ref
+    where = jobs.resolve_model(ee, meta["name"], _one(pipelines, (meta["namespace"], ref.name)) if ref else None,
+                               defaults.pvc)
+    return Plan(build=lambda run: jobs.estimation_job(owner, ee, where, run, defaults),
+                resolved=posixpath.join(where.pvc, where.pipeline_parent, where.pipeline_name))
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "spec"
+        parts.append(f"spec.{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def _ref(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    meta = body["metadata"]
+    return {"apiVersion": api.API_VERSION, "kind": kind,
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]}}
+
+
+# ------------------------------------------------------------------------------------ handlers
+
+@kopf.on.resume(*TP)
+@kopf.on.create(*TP)
+@kopf.on.update(*TP)
+@kopf.timer(*TP, interval=RESYNC, initial_delay=RESYNC)
+async def training_pipeline(body: kopf.Body, **kwargs: Any) -> None:
+    """A TrainingPipeline appeared, changed, or is due for a re-check."""
+    await _reconcile_kwargs(api.TrainingPipeline.kind, body, kwargs)
+
+
+@kopf.on.resume(*EE)
+@kopf.on.create(*EE)
+@kopf.on.update(*EE)
+@kopf.timer(*EE, interval=RESYNC, initial_delay=RESYNC)
+async def energy_estimation(body: kopf.Body, **kwargs: Any) -> None:
+    """An EnergyEstimation appeared, changed, or is due for a re-check."""
+    await _reconcile_kwargs(api.EnergyEstimation.kind, body, kwargs)
+
+
+async def _reconcile_kwargs(kind: str, body: Mapping[str, Any], kwargs: dict[str, Any]) -> None:
+    await reconcile(kind, _plain(body), kwargs["memo"], kwargs["jobs_by_owner"], kwargs["pods_by_owner"],
+                    kwargs["pipelines"], kwargs["logger"])
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=OURS)
+@kopf.on.event("v1", "pods", labels=OURS)
+async def child_changed(labels: kopf.Labels, **kwargs: Any) -> None:
+    """A Job or pod of ours changed: re-compute its owner's status now, not at the next resync."""
+    owner_uid = labels.get(jobs.LABEL_OWNER_UID)
+    kind = labels.get(jobs.LABEL_KIND)
+    owner = _one(kwargs["pipelines"] if kind == api.TrainingPipeline.kind else kwargs["estimations"], owner_uid)
+    if owner is not None:
+        await _reconcile_kwargs(kind, owner, kwargs)
+
+
+@kopf.on.event(*TP)
+async def pipeline_event(type: str, body: kopf.Body, uid: str, namespace: str, name: str, **kwargs: Any) -> None:
+    """Forget deleted pipelines; wake the estimations waiting for a pipeline that just published."""
+    if type == "DELETED":
+        kwargs["memo"].state.forget(uid)
+        return
+    if not (body.get("status") or {}).get("pipelinePath"):
+        return
+    for ee_uid in list(kwargs["estimations"].get(("ref", namespace, name), [])):
+        ee = _one(kwargs["estimations"], ee_uid)
+        ready = {c.get("type"): c.get("status") for c in (ee or {}).get("status", {}).get("conditions") or []}
+        if ee is not None and ready.get("ModelResolved") != "True":
+            await _reconcile_kwargs(api.EnergyEstimation.kind, ee, kwargs)
+
+
+@kopf.on.event(*EE)
+async def estimation_event(type: str, uid: str, memo: kopf.Memo, **_: Any) -> None:
+    """Forget deleted estimations."""
+    if type == "DELETED":
+        memo.state.forget(uid)

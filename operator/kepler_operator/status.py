@@ -1,0 +1,297 @@
+"""From what is observed (the latest Job, its pod's termination message) to status: pure functions.
+
+The reduction is level-based: it reads the world as it is, never the history of events, so a
+restarted operator computes the same status. `lastTransitionTime` only moves when a condition's
+status flips.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import posixpath
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from . import api
+from .errors import EXIT_CODES, OperatorError
+from .jobs import ANN_GENERATION, ANN_RERUN, ANN_SCHEDULE, ANN_TRIGGER, CONTAINER, LABEL_RUN, MODELS_MOUNT
+
+TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
+TP_STAGES = ("DataAvailable", "Trained", "Published")
+STAGE_OF_REASON = {
+    "InvalidInput": "DataAvailable", "NoKeplerMetrics": "DataAvailable", "NoPowerMetrics": "DataAvailable",
+    "TooFewSamples": "DataAvailable", "PrometheusUnreachable": "DataAvailable",
+    "PrometheusQueryFailed": "DataAvailable", "AccuracyGateFailed": "Published",
+}
+"""Which TrainingPipeline stage a failure reason belongs to (others: Trained)."""
+SOURCE_ORDER = {s.value: i for i, s in enumerate(api.EnergySource)}
+OUTPUT_ORDER = {o.value: i for i, o in enumerate(api.OutputType)}
+MAX_MESSAGE = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """The state of one run, read from its Job and its pod."""
+
+    state: str  # one of api.Phase
+    reason: str
+    message: str
+    summary: Mapping[str, Any] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Transition:
+    """A change worth a Kubernetes Event."""
+
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+
+
+def parse_summary(message: str | None) -> dict[str, Any] | None:
+    """The trainer's JSON termination summary, or None when the message is not one."""
+    if not message:
+        return None
+    try:
+        summary = json.loads(message)
+    except ValueError:
+        return None
+    return summary if isinstance(summary, dict) and isinstance(summary.get("ok"), bool) else None
+
+
+def _job_condition(job: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == kind and cond.get("status") == "True":
+            return cond
+    return None
+
+
+def _failure(job: Mapping[str, Any], terminated: Mapping[str, Any] | None,
+             summary: Mapping[str, Any] | None) -> Outcome:
+    error = (summary or {}).get("error") or {}
+    if summary is not None and not summary.get("ok") and error.get("reason"):
+        return Outcome(api.Phase.FAILED.value, str(error["reason"]), str(error.get("message") or ""), summary)
+    failed = _job_condition(job, "Failed") or {}
+    code = (terminated or {}).get("exitCode")
+    if code in EXIT_CODES and code != 0:
+        message = (terminated or {}).get("message") or failed.get("message") or f"the trainer exited with {code}"
+        return Outcome(api.Phase.FAILED.value, EXIT_CODES[code], str(message)[:MAX_MESSAGE])
+    if (terminated or {}).get("reason") not in (None, "Error", "Completed"):  # e.g. OOMKilled
+        reason = str(terminated["reason"])  # type: ignore[index]
+        return Outcome(api.Phase.FAILED.value, reason, f"the trainer container was {reason} (exit code {code})")
+    reason = failed.get("reason") or "JobFailed"
+    return Outcome(api.Phase.FAILED.value, str(reason), str(failed.get("message") or "the Job failed"))
+
+
+def job_outcome(job: Mapping[str, Any] | None, terminated: Mapping[str, Any] | None) -> Outcome | None:
+    """The state of a run from its Job's conditions and the terminated state of its newest pod."""
+    if job is None:
+        return None
+    summary = parse_summary((terminated or {}).get("message"))
+    if _job_condition(job, "Failed") is not None:
+        return _failure(job, terminated, summary)
+    if _job_condition(job, "Complete") is not None:
+        if summary is None or not summary.get("ok"):
+            return Outcome(api.Phase.FAILED.value, "InvalidSummary",
+                           "the Job completed but its pod left no valid termination summary")
+        return Outcome(api.Phase.SUCCEEDED.value, "Succeeded", "", summary)
+    job_status = job.get("status") or {}
+    if job_status.get("active") or job_status.get("startTime"):
+        return Outcome(api.Phase.RUNNING.value, "RunInProgress", f"Job {job['metadata']['name']} is running")
+    return Outcome(api.Phase.PENDING.value, "JobPending", f"Job {job['metadata']['name']} is waiting to start")
+
+
+def volume_path(path: str | None) -> str | None:
+    """A path inside the Job's volume mount, made relative to the volume root."""
+    if not path:
+        return None
+    norm = posixpath.normpath(path)
+    if norm == MODELS_MOUNT:
+        return ""
+    if norm.startswith(MODELS_MOUNT + "/"):
+        return norm[len(MODELS_MOUNT) + 1:]
+    return norm
+
+
+def best_models(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The summary's best models in status form, ordered by energy source then output type."""
+    out = []
+    for entry in summary.get("best") or []:
+        if not isinstance(entry, dict):
+            continue
+        out.append(_model_entry(entry))
+    out.sort(key=lambda m: (SOURCE_ORDER.get(m["energySource"], 99), OUTPUT_ORDER.get(m["outputType"], 99),
+                            m["featureGroup"]))
+    return out[:32]
+
+
+def _model_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
+    mae = entry.get("mae")
+    return {"energySource": str(entry.get("energy_source", "")), "outputType": str(entry.get("output_type", "")),
+            "featureGroup": str(entry.get("feature_group", "")), "modelName": str(entry.get("model_name", "")),
+            "trainer": str(entry.get("trainer", "")), "mae": float(mae) if isinstance(mae, (int, float)) else None,
+            "path": str(entry.get("path", ""))}
+
+
+def merge_conditions(old: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]], now: str,
+                     generation: int) -> list[dict[str, Any]]:
+    """New conditions, keeping each old `lastTransitionTime` whose status did not flip."""
+    before = {c.get("type"): c for c in old}
+    merged = []
+    for cond in new:
+        prior = before.get(cond["type"])
+        flipped = prior is None or prior.get("status") != cond["status"]
+        merged.append({"type": cond["type"], "status": cond["status"], "reason": cond["reason"],
+                       "message": cond.get("message", "")[:MAX_MESSAGE],
+                       "lastTransitionTime": now if flipped else prior["lastTransitionTime"],
+                       "observedGeneration": generation})
+    return merged
+
+
+def _cond(type_: str, status: str, reason: str, message: str = "") -> dict[str, str]:
+    return {"type": type_, "status": status, "reason": reason, "message": message}
+
+
+def _tp_conditions(outcome: Outcome | None, problem: OperatorError | None, suspended: bool) -> list[dict[str, str]]:
+    if outcome is None:
+        if problem is not None:
+            reason, message = problem.reason, str(problem)
+        elif suspended:
+            reason, message = "Suspended", "spec.suspend is true: no run was started"
+        else:
+            reason, message = "RunNotStarted", "no run was started yet"
+        return [_cond("Ready", FALSE, reason, message), *(_cond(s, UNKNOWN, reason, message) for s in TP_STAGES)]
+    if outcome.state == api.Phase.SUCCEEDED.value:
+        summary = outcome.summary or {}
+        return [_cond("Ready", TRUE, "Succeeded", f"published {summary.get('models', 0)} models"),
+                _cond("DataAvailable", TRUE, "MetricsQueried"),
+                _cond("Trained", TRUE, "ModelsTrained", f"{summary.get('models', 0)} models"),
+                _cond("Published", TRUE, "PipelinePublished", str(volume_path(summary.get("path")) or ""))]
+    if outcome.state != api.Phase.FAILED.value:
+        return [_cond("Ready", FALSE, outcome.reason, outcome.message),
+                *(_cond(s, UNKNOWN, outcome.reason, outcome.message) for s in TP_STAGES)]
+    failed_stage = STAGE_OF_REASON.get(outcome.reason, "Trained")
+    stage_index = TP_STAGES.index(failed_stage)
+    conds = [_cond("Ready", FALSE, outcome.reason, outcome.message)]
+    for i, stage in enumerate(TP_STAGES):
+        if i < stage_index:  # only the accuracy gate proves the earlier stages passed
+            ok = failed_stage == "Published"
+            conds.append(_cond(stage, TRUE if ok else UNKNOWN, "Passed" if ok else outcome.reason))
+        elif i == stage_index:
+            conds.append(_cond(stage, FALSE, outcome.reason, outcome.message))
+        else:
+            conds.append(_cond(stage, FALSE, outcome.reason, f"not attempted: {failed_stage} failed"))
+    return conds
+
+
+def _ee_conditions(outcome: Outcome | None, problem: OperatorError | None, resolved: str | None) \
+        -> list[dict[str, str]]:
+    if outcome is None:
+        reason, message = (problem.reason, str(problem)) if problem else ("RunNotStarted", "no run was started yet")
+        resolved_cond = _cond("ModelResolved", FALSE, reason, message) if problem else \
+            _cond("ModelResolved", TRUE, "PipelineFound", resolved or "")
+        return [_cond("Ready", FALSE, reason, message), resolved_cond]
+    if outcome.state == api.Phase.SUCCEEDED.value:
+        model = (outcome.summary or {}).get("model") or {}
+        result = volume_path((outcome.summary or {}).get("result")) or ""
+        return [_cond("Ready", TRUE, "Succeeded", f"result written to {result}"),
+                _cond("ModelResolved", TRUE, "ModelLoaded", str(model.get("path") or model.get("model_name") or ""))]
+    if outcome.reason == "ModelNotFound":
+        return [_cond("Ready", FALSE, outcome.reason, outcome.message),
+                _cond("ModelResolved", FALSE, outcome.reason, outcome.message)]
+    return [_cond("Ready", FALSE, outcome.reason, outcome.message),
+            _cond("ModelResolved", TRUE, "PipelineFound", resolved or "")]
+
+
+def _last_run(job: Mapping[str, Any]) -> dict[str, Any]:
+    meta = job.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    job_status = job.get("status") or {}
+    finished = _job_condition(job, "Complete") or _job_condition(job, "Failed") or {}
+    run = {"jobName": meta.get("name"), "key": (meta.get("labels") or {}).get(LABEL_RUN),
+           "generation": int(annotations.get(ANN_GENERATION) or 0) or None,
+           "trigger": annotations.get(ANN_TRIGGER) or "Unknown",
+           "startTime": job_status.get("startTime") or meta.get("creationTimestamp"),
+           "completionTime": job_status.get("completionTime") or finished.get("lastTransitionTime")}
+    return {k: v for k, v in run.items() if v is not None}
+
+
+def _phase(outcome: Outcome | None, problem: OperatorError | None) -> str:
+    if outcome is not None:
+        return outcome.state
+    if problem is not None and problem.reason == "InvalidSpec":
+        return api.Phase.FAILED.value
+    return api.Phase.PENDING.value
+
+
+def _common(old: Mapping[str, Any], job: Mapping[str, Any] | None, outcome: Outcome | None,
+            problem: OperatorError | None, conditions: list[dict[str, str]], generation: int,
+            now: str) -> dict[str, Any]:
+    status = dict(old)
+    status.update(observedGeneration=generation, phase=_phase(outcome, problem),
+                  conditions=merge_conditions(old.get("conditions") or [], conditions, now, generation))
+    if job is not None:
+        status["lastRun"] = _last_run(job)
+        annotations = (job.get("metadata") or {}).get("annotations") or {}
+        if annotations.get(ANN_RERUN):
+            status["handledRerun"] = annotations[ANN_RERUN]
+        if annotations.get(ANN_SCHEDULE) and annotations[ANN_SCHEDULE] > (status.get("lastScheduleTime") or ""):
+            status["lastScheduleTime"] = annotations[ANN_SCHEDULE]
+    return status
+
+
+def training_status(old: Mapping[str, Any], *, generation: int, job: Mapping[str, Any] | None,
+                    terminated: Mapping[str, Any] | None, problem: OperatorError | None = None,
+                    suspended: bool = False, now: str) -> dict[str, Any]:
+    """The TrainingPipeline status for what is observed now (results of older successes are kept)."""
+    outcome = job_outcome(job, terminated)
+    status = _common(old, job, outcome, problem, _tp_conditions(outcome, problem, suspended), generation, now)
+    if outcome is not None and outcome.state == api.Phase.SUCCEEDED.value and outcome.summary:
+        summary = outcome.summary
+        status.update(bestModels=best_models(summary), modelCount=int(summary.get("models") or 0),
+                      pipelinePath=volume_path(summary.get("path")), archive=volume_path(summary.get("archive")))
+    return api.TrainingPipelineStatus.model_validate(status).dump()
+
+
+def estimation_status(old: Mapping[str, Any], *, generation: int, job: Mapping[str, Any] | None,
+                      terminated: Mapping[str, Any] | None, problem: OperatorError | None = None,
+                      resolved: str | None = None, now: str) -> dict[str, Any]:
+    """The EnergyEstimation status for what is observed now."""
+    outcome = job_outcome(job, terminated)
+    status = _common(old, job, outcome, problem, _ee_conditions(outcome, problem, resolved), generation, now)
+    if outcome is not None and outcome.state == api.Phase.SUCCEEDED.value and outcome.summary:
+        summary = outcome.summary
+        components = summary.get("components") or {}
+        status.update(
+            resultPath=volume_path(summary.get("result")),
+            model=_model_entry(summary["model"]) if isinstance(summary.get("model"), dict) else None,
+            summary={"samples": summary.get("samples"),
+                     "components": [{"component": name, "energyJoules": c.get("energy_joules"),
+                                     "meanPowerWatts": c.get("mean_power_watts"), "mae": c.get("mae")}
+                                    for name, c in sorted(components.items()) if isinstance(c, dict)][:16]})
+    return api.EnergyEstimationStatus.model_validate(status).dump()
+
+
+def transitions(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Transition]:
+    """Events for a status change: one per phase change, carrying the Ready condition's reason."""
+    if old.get("phase") == new.get("phase"):
+        return []
+    ready = next((c for c in new.get("conditions") or [] if c["type"] == "Ready"), {})
+    kind = "Warning" if new.get("phase") == api.Phase.FAILED.value else "Normal"
+    message = f"{old.get('phase') or 'None'} -> {new.get('phase')}: {ready.get('message') or ready.get('reason', '')}"
+    return [Transition(kind, str(ready.get("reason") or new.get("phase")), message[:1024])]
+
+
+def newest_terminated(pods: Sequence[Mapping[str, Any]], job_name: str) -> Mapping[str, Any] | None:
+    """The terminated state of the trainer container in the newest finished pod of a Job."""
+    candidates = []
+    for pod in pods:
+        labels = (pod.get("metadata") or {}).get("labels") or {}
+        if labels.get("job-name", labels.get("batch.kubernetes.io/job-name")) != job_name:
+            continue
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            terminated = (cs.get("state") or {}).get("terminated")
+            if cs.get("name") == CONTAINER and terminated:
+                candidates.append((terminated.get("finishedAt") or "", pod["metadata"].get("name", ""), terminated))
+    return max(candidates, key=lambda c: (c[0], c[1]))[2] if candidates else None
