@@ -16,13 +16,14 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from kepler_trainer import pipeline
 
 COMPONENTS = {"rapl-sysfs": ("package", "core", "uncore", "dram"), "acpi": ("platform",)}
 GROUP_FEATURES = {
@@ -68,7 +69,7 @@ def weight_doc(model: FakeModel) -> dict[str, Any]:
 def write_pipeline(folder: Path, name: str, models: list[FakeModel], node_types: dict[int, dict] | None = None,
                    last_update: str = "2026-01-01 00:00:00") -> Path:
     """Lay out pipeline `name` in `folder` (which becomes the pipeline folder)."""
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     _dump(folder / "metadata.json", {"name": name, "extractor": "default", "isolator": "min",
                                      "abs_trainers": sorted({m.trainer for m in models}), "dyn_trainers": [],
                                      "init_time": last_update, "last_update_time": last_update})
@@ -105,18 +106,8 @@ def write_pipeline(folder: Path, name: str, models: list[FakeModel], node_types:
 
 
 def publish(models_dir: Path, name: str, models: list[FakeModel], **kwargs: Any) -> Path:
-    """Build in a dot folder, rename the old version aside, rename the new one in, remove the old."""
-    temp = models_dir / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
-    write_pipeline(temp, name, models, **kwargs)
-    target = models_dir / name
-    aside = None
-    if target.exists():
-        aside = models_dir / f".old-{name}-{uuid.uuid4().hex[:8]}"
-        os.rename(target, aside)
-    os.rename(temp, target)
-    if aside is not None:
-        shutil.rmtree(aside)
-    return target
+    """Publish with the trainer's own atomic publish (build in a dot folder, swap it into place)."""
+    return pipeline.publish(models_dir, name, lambda tmp, previous: write_pipeline(tmp, name, models, **kwargs))
 
 
 def free_port() -> int:
