@@ -6,50 +6,15 @@ documented instant-vector semantics (`openmetrics.expected_range`).
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import pytest
 
 from kepler_trainer import prom, promjson
-from kepler_trainer.data import QueryResult
 from kepler_trainer.errors import PrometheusQueryError
-from tests.support.openmetrics import LOOKBACK_S, RawSeries, expected_range, training_window
-from tests.support.prometheus import prometheus_factory, session_prometheus  # noqa: F401 (fixtures)
+from tests.support.openmetrics import LOOKBACK_S, assert_matches_backfill, training_window
+from tests.support.prometheus import prometheus_factory, query_args as window_args, session_prometheus  # noqa: F401
 
 pytestmark = pytest.mark.prometheus
-
-
-def parse(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    prom.add_prometheus_arguments(parser)
-    parser.add_argument("-o", "--output", default="output")
-    return parser.parse_args(list(argv))
-
-
-def window_args(url: str, start: float, end: float, *extra: str) -> argparse.Namespace:
-    return parse("-s", url, "--start-time", str(start), "--end-time", str(end), *extra)
-
-
-def _key(name: str, labels) -> tuple:
-    return name, tuple(sorted((k, v) for k, v in labels.items() if k != "__name__"))
-
-
-def assert_matches_backfill(result: QueryResult, raws: list[RawSeries], settings: prom.PromSettings) -> int:
-    """Same series, same points, same values, and nothing else; returns the number of points."""
-    got = {_key(name, s.labels): s for name, series in result.metrics.items() for s in series}
-    expected = {}
-    for raw in raws:
-        ts, values = expected_range(raw, settings.start, settings.end, settings.step)
-        if len(ts):
-            expected[_key(raw.name, raw.labels)] = (ts, values)
-    assert sorted(got) == sorted(expected)
-    for key, (ts, values) in expected.items():
-        series = got[key]
-        assert series.labels["__name__"] == key[0]
-        np.testing.assert_array_equal(series.timestamps, ts, err_msg=str(key))
-        np.testing.assert_array_equal(series.values, values, err_msg=str(key))
-    return sum(len(ts) for ts, _ in expected.values())
 
 
 def test_a_day_at_3s_is_chunked_and_written_sample_for_sample(session_prometheus, tmp_path):
@@ -63,7 +28,7 @@ def test_a_day_at_3s_is_chunked_and_written_sample_for_sample(session_prometheus
 
     assert summary["path"] == str(tmp_path / "day.json")
     written = promjson.load(summary["path"])  # the file `train -i` reads
-    points = assert_matches_backfill(written, data.series(), settings)
+    points = assert_matches_backfill(written, data.series(), settings.start, settings.end, settings.step)
     assert summary["samples"] == points == written.sample_count
     assert summary["metrics"] == len(data.by_name())
     assert summary["series"] == len(data.series())
@@ -105,7 +70,7 @@ def test_label_filters_keep_two_exporters_apart(session_prometheus, matcher, ins
     result = prom.fetch(settings)
     raws = [s for s in data.series() if s.labels["instance"] in instances]
     assert {s.labels["instance"] for ss in result.metrics.values() for s in ss} == instances
-    assert_matches_backfill(result, raws, settings)
+    assert_matches_backfill(result, raws, settings.start, settings.end, settings.step)
 
 
 def test_chunk_size_and_concurrency_do_not_change_the_answer(session_prometheus):
@@ -121,7 +86,7 @@ def test_chunk_size_and_concurrency_do_not_change_the_answer(session_prometheus)
         if max_points == 1:  # one request per point: keep it to a short window
             settings = settings.model_copy(update={"end": settings.start + 60})
         result = prom.fetch(settings, metric_filter=wanted)
-        assert assert_matches_backfill(result, raws, settings) == result.sample_count
+        assert assert_matches_backfill(result, raws, settings.start, settings.end, settings.step) == result.sample_count
 
 
 def test_a_chunk_over_the_servers_sample_limit_is_split(prometheus_factory):
@@ -132,7 +97,7 @@ def test_a_chunk_over_the_servers_sample_limit_is_split(prometheus_factory):
 
     result = prom.fetch(settings)
 
-    assert_matches_backfill(result, data.series(), settings)
+    assert_matches_backfill(result, data.series(), settings.start, settings.end, settings.step)
 
 
 def test_a_single_point_over_the_sample_limit_fails_with_the_servers_reason(prometheus_factory):

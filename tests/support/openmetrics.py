@@ -237,3 +237,27 @@ def training_window(minutes: float = 30, step: int = 3, containers: int = 4, *,
                     instance: str = "node-1:9102", start: int = EPOCH, seed: int = 7) -> KeplerData:
     """A realistic training window (minutes to an hour) of one node with a known linear model."""
     return KeplerData((Exporter(instance, start, int(minutes * 60 / step), containers, seed=seed),), step)
+
+
+# -- checking a query answer against what was backfilled ------------------------------------------
+
+def _key(name: str, labels: Mapping[str, str]) -> tuple:
+    return name, tuple(sorted((k, v) for k, v in labels.items() if k != "__name__"))
+
+
+def assert_matches_backfill(result, raws: list[RawSeries], start: float, end: float, step: float) -> int:
+    """`result` (a QueryResult) holds exactly what a range query over the raw series must answer:
+    the same series, the same points, the same values, nothing else. Returns the number of points."""
+    got = {_key(name, s.labels): s for name, series in result.metrics.items() for s in series}
+    expected = {}
+    for raw in raws:
+        ts, values = expected_range(raw, start, end, step)
+        if len(ts):
+            expected[_key(raw.name, raw.labels)] = (ts, values)
+    assert sorted(got) == sorted(expected)
+    for key, (ts, values) in expected.items():
+        series = got[key]
+        assert series.labels["__name__"] == key[0]
+        np.testing.assert_array_equal(series.timestamps, ts, err_msg=str(key))
+        np.testing.assert_array_equal(series.values, values, err_msg=str(key))
+    return sum(len(ts) for ts, _ in expected.values())

@@ -202,6 +202,18 @@ def _wait_ready(handle: PrometheusHandle, timeout: float) -> bool:
     return False
 
 
+def query_args(url: str, start: float, end: float, *extra: str):
+    """The parsed options of `kepler-model query -s URL --start-time S --end-time E ...`."""
+    import argparse
+
+    from kepler_trainer import prom
+
+    parser = argparse.ArgumentParser()
+    prom.add_prometheus_arguments(parser)
+    parser.add_argument("-o", "--output", default="output")
+    return parser.parse_args(["-s", url, "--start-time", str(start), "--end-time", str(end), *extra])
+
+
 def instant(handle: PrometheusHandle, query: str) -> list[dict]:
     """The result of an instant query (plain urllib: independent of the code under test)."""
     with urllib.request.urlopen(f"{handle.url}/api/v1/query?query={quote(query)}", timeout=5) as response:

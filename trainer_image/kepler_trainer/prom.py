@@ -112,6 +112,10 @@ class PromSettings(BaseModel):
         return self
 
     @property
+    def url(self) -> str:
+        return self.server
+
+    @property
     def points(self) -> int:
         """Evaluation points per series over the whole window (the grid includes both ends)."""
         return _grid(self)[1]
@@ -372,8 +376,9 @@ class _Client:
         params = {"query": query, "start": f"{start_ms / 1000:.3f}", "end": f"{end_ms / 1000:.3f}",
                   "step": f"{step_ms / 1000:.3f}"}
         try:
+            # verify= on every call: requests lets $REQUESTS_CA_BUNDLE override session.verify.
             response = self.session.get(f"{self.settings.server}/api/v1/query_range", params=params,
-                                        timeout=self.timeout)
+                                        timeout=self.timeout, verify=self.session.verify)
         except requests.RequestException as exc:
             raise self._unreachable(exc) from None
         if response.status_code != 200:
