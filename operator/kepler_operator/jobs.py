@@ -330,7 +330,7 @@ def job_manifest(owner: Owner, run: RunRequest, command: list[str], job: api.Job
             "podFailurePolicy": {"rules": [
                 {"action": "FailJob", "onExitCodes": {"containerName": CONTAINER, "operator": "In",
                                                       "values": permanent}},
-                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
             ]},
             "template": {"metadata": {"labels": labels, "annotations": annotations}, "spec": pod_spec},
         },
