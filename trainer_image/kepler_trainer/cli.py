@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 import traceback
@@ -114,9 +115,19 @@ def _machine_spec(args) -> dict | None:
     return spec.get("attrs", spec)
 
 
+PIPELINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def _pipeline_name(args) -> str:
+    name = args.pipeline_name or DEFAULT_PIPELINE
+    if not PIPELINE_NAME.fullmatch(name):
+        raise ConfigError(f"invalid pipeline name {name!r}: letters, digits, '.', '_', '-' (not first), at most 128")
+    return name
+
+
 def _settings(args, sources, groups, abs_trainers, dyn_trainers, profiles=None) -> TrainSettings:
     return TrainSettings(
-        pipeline_name=args.pipeline_name or DEFAULT_PIPELINE, sources=sources, feature_groups=groups,
+        pipeline_name=_pipeline_name(args), sources=sources, feature_groups=groups,
         abs_trainers=abs_trainers, dyn_trainers=dyn_trainers, extractor=args.extractor, isolator=args.isolator,
         profiles=profiles or {}, node_type=args.node_type, seed=args.seed, split=args.split,
         max_mae=args.max_mae, machine_spec=_machine_spec(args), n_jobs=args.jobs,

@@ -199,21 +199,39 @@ def swap_into_place(tmp: Path, final: Path) -> None:
         os.rename(tmp, final)
 
 
+def _remove_leftovers(model_path: Path, name: str) -> None:
+    """Temporary folders of runs that died (killed, node lost) are hidden; remove them for good."""
+    for leftover in model_path.glob(f".tmp-{name}-*"):
+        pid = leftover.name[len(f".tmp-{name}-"):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def publish(model_path: Path, name: str, build: Callable[[Path, Path | None], None]) -> Path:
     """Build a pipeline with `build(tmp_folder, previous_folder_or_None)` and publish it atomically."""
     model_path.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(model_path, name)
     final = model_path / name
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=model_path))
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-{os.getpid()}-", dir=model_path))
     try:
         build(tmp, final if final.is_dir() else None)
-        archive_tmp = model_path / f".tmp-{name}.zip-{os.getpid()}"
+        archive_tmp = model_path / f".tmp-{name}-{os.getpid()}.zip"
         zip_folder(tmp, archive_tmp)
         swap_into_place(tmp, final)
         os.replace(archive_tmp, model_path / f"{name}.zip")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        for stale in model_path.glob(f".tmp-{name}.zip-{os.getpid()}"):
-            stale.unlink(missing_ok=True)
+        (model_path / f".tmp-{name}-{os.getpid()}.zip").unlink(missing_ok=True)
     return final
 
 

@@ -119,9 +119,12 @@ class _Parser:
         raw = self.buf[self.pos : m.start()]
         self.pos = m.end()
         pairs = raw.count(b"[")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            flat = np.fromstring(raw.translate(None, b'[]"'), sep=",")  # noqa: NPY201 (text mode)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                flat = np.fromstring(raw.translate(None, b'[]"'), sep=",")  # noqa: NPY201 (text mode)
+        except ValueError:
+            flat = np.empty(0)
         if flat.size != 2 * pairs:
             raise self.fail(f"malformed sample in a series of {metric}")
         return flat[0::2], flat[1::2]
