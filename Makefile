@@ -1,0 +1,18 @@
+# The two entry points of the README. Both install what they need first (hack/install.sh).
+SAMPLE := tests/data/kepler-metrics/prom_response_2023.json
+DEMO := data/demo
+
+.PHONY: demo test install
+install:
+	bash hack/install.sh
+
+# Train every trainer on every feature group of a bundled real Kepler dump (rapl and acpi), publish the
+# pipeline, then estimate power with the best model: no cluster, no Prometheus.
+demo: install
+	kepler-model train -v -i $(SAMPLE) -p demo -e rapl-sysfs,acpi --data-path $(DEMO)
+	kepler-model estimate -v -i $(SAMPLE) -p demo -e rapl-sysfs --data-path $(DEMO)
+	@echo "pipeline: $(DEMO)/models/demo   estimation: $(DEMO)/output/estimation_result.csv"
+
+test:
+	bash hack/install.sh --test
+	python3 -m pytest -q
