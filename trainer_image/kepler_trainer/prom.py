@@ -162,9 +162,10 @@ def parse_seconds(text: str | float) -> float:
     return value
 
 
-def _label_filter(text: str) -> LabelMatcher:
+def _label_filter(text: str) -> str:
+    """Checked at parse time, kept as text: parsed arguments stay JSON (train_arguments.json records them)."""
     try:
-        return LabelMatcher.parse(text)
+        return str(LabelMatcher.parse(text))
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc).splitlines()[0]) from None
 
@@ -195,10 +196,10 @@ def add_prometheus_arguments(parser: argparse.ArgumentParser) -> None:
                        help="extra metric names to fetch (default: $PROM_THIRDPARTY_METRICS)")
     group.add_argument("--benchmark", metavar="FILE", default=None,
                        help="JSON file whose startTimeUTC/endTimeUTC give the window (or a CPE Benchmark)")
-    group.add_argument("--bearer-token-file", type=Path,
+    group.add_argument("--bearer-token-file",
                        default=os.environ.get("PROM_BEARER_TOKEN_FILE") or None,
                        help="file holding a bearer token, e.g. a mounted service-account token")
-    group.add_argument("--ca-file", type=Path, default=os.environ.get("PROM_CA_FILE") or None,
+    group.add_argument("--ca-file", default=os.environ.get("PROM_CA_FILE") or None,
                        help="CA bundle that signs the server's certificate")
     group.add_argument("--insecure-skip-tls-verify", action="store_true",
                        default=os.environ.get("PROM_SSL_DISABLE", "").lower() == "true",
@@ -215,7 +216,7 @@ def settings_from_args(args: argparse.Namespace) -> PromSettings:
     try:
         return PromSettings(
             server=args.server, start=start, end=end, step=args.step, metric_prefix=args.metric_prefix,
-            label_filters=tuple(args.label_filter or ()),
+            label_filters=tuple(LabelMatcher.parse(f) if isinstance(f, str) else f for f in args.label_filter or ()),
             thirdparty_metrics=tuple(dict.fromkeys(m for item in (args.thirdparty_metrics or ())
                                                    for m in item.split(",") if m)),
             bearer_token_file=args.bearer_token_file, ca_file=args.ca_file,
