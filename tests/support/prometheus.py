@@ -202,8 +202,8 @@ def _wait_ready(handle: PrometheusHandle, timeout: float) -> bool:
     return False
 
 
-def query_args(url: str, start: float, end: float, *extra: str):
-    """The parsed options of `kepler-model query -s URL --start-time S --end-time E ...`."""
+def parse_query_args(*argv: str):
+    """Options as `kepler-model query` parses them (the Prometheus group, plus -o)."""
     import argparse
 
     from kepler_trainer import prom
@@ -211,7 +211,12 @@ def query_args(url: str, start: float, end: float, *extra: str):
     parser = argparse.ArgumentParser()
     prom.add_prometheus_arguments(parser)
     parser.add_argument("-o", "--output", default="output")
-    return parser.parse_args(["-s", url, "--start-time", str(start), "--end-time", str(end), *extra])
+    return parser.parse_args(list(argv))
+
+
+def query_args(url: str, start: float, end: float, *extra: str):
+    """The parsed options of `kepler-model query -s URL --start-time S --end-time E ...`."""
+    return parse_query_args("-s", url, "--start-time", str(start), "--end-time", str(end), *extra)
 
 
 def instant(handle: PrometheusHandle, query: str) -> list[dict]:

@@ -1,0 +1,183 @@
+"""The pure parts of kepler_trainer.prom: options, windows, chunks, PromQL, parsing answers (no server)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import numpy as np
+import orjson
+import pytest
+from hypothesis import given, settings as hsettings, strategies as st
+
+from kepler_trainer import prom
+from kepler_trainer.errors import InputError, PrometheusQueryError
+from tests.support.prometheus import parse_query_args
+
+
+# -- the grid and its chunks ------------------------------------------------------------------------
+
+@given(start=st.integers(1_600_000_000_000, 1_900_000_000_000), step=st.integers(2, 120_000),
+       points=st.integers(1, 60_000), max_points=st.integers(1, prom.MAX_POINTS_PER_SERIES))
+@hsettings(max_examples=300, deadline=None)
+def test_chunks_cover_the_grid_once_within_the_limit(start, step, points, max_points):
+    end = start + (points - 1) * step + step // 2  # an end between two grid points still ends the grid
+    settings = prom.PromSettings(start=start / 1000, end=end / 1000, step=step / 1000, max_points=max_points)
+    chunks = prom.chunk_windows(settings)
+    indexes = [i for first, last in chunks for i in range(first, last + 1)]
+    assert indexes == list(range(settings.points))
+    assert all(last - first + 1 <= max_points for first, last in chunks)
+    assert settings.points == points
+
+
+# -- options ----------------------------------------------------------------------------------------
+
+def test_times_accept_utc_strings_and_unix_seconds():
+    assert prom.parse_time("2026-11-01T00:00:00Z") == 1793491200
+    assert prom.parse_time("1793491200.5") == 1793491200.5
+    assert prom.parse_time("2026-11-01T01:00:00+01:00") == 1793491200
+    assert prom.parse_time("2026-11-01 00:00:00") == 1793491200
+    with pytest.raises(argparse.ArgumentTypeError, match="invalid time"):
+        prom.parse_time("yesterday")
+
+
+@pytest.mark.parametrize("text, seconds", [("300", 300), ("2.5", 2.5), ("5m", 300), ("1h30m", 5400), ("500ms", 0.5)])
+def test_durations(text, seconds):
+    assert prom.parse_seconds(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["0", "-3", "5x", "m", "inf"])
+def test_bad_durations(text):
+    with pytest.raises(argparse.ArgumentTypeError):
+        prom.parse_seconds(text)
+
+
+def test_window_precedence_start_end_then_benchmark_then_interval(tmp_path):
+    bench = tmp_path / "stressng.json"
+    bench.write_text(json.dumps({"startTimeUTC": "2026-11-01T00:00:00Z", "endTimeUTC": "2026-11-01T01:00:00Z"}))
+    explicit = parse_query_args("--start-time", "100", "--end-time", "200", "--benchmark", str(bench))
+    assert (prom.settings_from_args(explicit).start, prom.settings_from_args(explicit).end) == (100, 200)
+
+    from_file = parse_query_args("--benchmark", "stressng")  # a bare stem under --data-path, as upstream
+    from_file.data_path = str(tmp_path)
+    settings = prom.settings_from_args(from_file)
+    assert (settings.start, settings.end) == (1793491200, 1793494800)
+
+    recent = prom.settings_from_args(parse_query_args("--interval", "10m"))
+    assert recent.end - recent.start == 600
+
+    only_start = prom.settings_from_args(parse_query_args("--start-time", "1000", "--interval", "60"))
+    assert (only_start.start, only_start.end) == (1000, 1060)
+
+
+def test_a_cpe_benchmark_resource_gives_the_window(tmp_path):
+    cr = {"metadata": {"creationTimestamp": "2026-11-01T00:00:00Z"},
+          "status": {"results": [{"repetitions": [{"pushedTime": "2026-11-01 00:30:00.123456 +0000 UTC"}]}]}}
+    path = tmp_path / "cr.json"
+    path.write_text(json.dumps(cr))
+    assert prom.read_window(path) == (1793491200, 1793493000)
+
+
+@pytest.mark.parametrize("content", ["{", '{"startTimeUTC": "2026-11-01T00:00:00Z"}', '{"other": 1}', "[]"])
+def test_a_bad_benchmark_file_is_an_input_error(tmp_path, content):
+    path = tmp_path / "bench.json"
+    path.write_text(content)
+    with pytest.raises(InputError, match="bench.json"):
+        prom.read_window(path)
+    with pytest.raises(InputError, match="not found"):
+        prom.settings_from_args(parse_query_args("--benchmark", str(tmp_path / "missing.json")))
+
+
+def test_an_empty_window_is_refused_before_any_request():
+    with pytest.raises(PrometheusQueryError, match="bad window: end .* is not after start"):
+        prom.settings_from_args(parse_query_args("--start-time", "200", "--end-time", "100"))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["-s", "localhost:9090"], "http"),
+    (["--concurrency", "0"], "concurrency"),
+    (["--retries", "-1"], "retries"),
+])
+def test_bad_settings_are_input_errors(argv, message):
+    with pytest.raises(InputError, match=message):
+        prom.settings_from_args(parse_query_args(*argv))
+
+
+def test_bad_label_filters_are_usage_errors(capsys):
+    with pytest.raises(SystemExit) as exc:
+        parse_query_args("--label-filter", "no-operator")
+    assert exc.value.code == 2 and "bad label filter" in capsys.readouterr().err
+
+
+def test_environment_defaults(monkeypatch):
+    monkeypatch.setenv("PROM_SERVER", "https://prometheus.monitoring.svc:9091/")
+    monkeypatch.setenv("PROM_QUERY_STEP", "15")
+    monkeypatch.setenv("PROM_THIRDPARTY_METRICS", "node_cpu_seconds_total,up")
+    settings = prom.settings_from_args(parse_query_args())
+    assert settings.server == "https://prometheus.monitoring.svc:9091"
+    assert settings.step == 15 and settings.thirdparty_metrics == ("node_cpu_seconds_total", "up")
+    assert not settings.insecure_skip_tls_verify  # verified unless asked otherwise
+
+
+# -- PromQL -----------------------------------------------------------------------------------------
+
+def test_filters_go_into_the_selector_escaped():
+    filters = [prom.LabelMatcher.parse('pod_name=a"b\\c'), prom.LabelMatcher.parse("instance=~node-[12].*")]
+    assert prom.selector("kepler_node_package_joules_total", filters) == \
+        'kepler_node_package_joules_total{pod_name="a\\"b\\\\c",instance=~"node-[12].*"}'
+    assert prom.selector("up") == "up"
+
+
+def test_discovery_matches_the_prefix_and_third_party_names():
+    settings = prom.PromSettings(start=0, end=60, metric_prefix="kepler_", thirdparty_metrics=("up",),
+                                 label_filters=(prom.LabelMatcher.parse("job=kepler"),))
+    assert prom._discovery_matchers(settings) == ['{__name__=~"kepler_.*",job="kepler"}',
+                                                  '{__name__="up",job="kepler"}']
+
+
+# -- parsing answers --------------------------------------------------------------------------------
+
+def _answer(series: list[dict], **extra) -> bytes:
+    return orjson.dumps({"status": "success", "data": {"resultType": "matrix", "result": series}, **extra})
+
+
+SERIES = [
+    {"metric": {"__name__": "kepler_x_total", "odd": 'quote " and ]] and \\ and ,'},
+     "values": [[1793491200, "1"], [1793491203.5, "2.25"], [1793491206, "NaN"], [1793491209, "+Inf"],
+                [1793491212, "-Inf"], [1793491215, "1e+300"]]},
+    {"metric": {}, "values": [[1793491200, "0"]]},
+]
+
+
+def test_the_fast_parser_agrees_with_a_full_json_decode():
+    fast = prom.parse_matrix(_answer(SERIES))
+    slow = prom._parse_matrix_json(_answer(SERIES), "q")
+    assert [s.labels for s in fast] == [s.labels for s in slow] == [s["metric"] for s in SERIES]
+    for a, b in zip(fast, slow):
+        np.testing.assert_array_equal(a.timestamps, b.timestamps)
+        np.testing.assert_array_equal(a.values, b.values)
+    assert math.isnan(fast[0].values[2]) and fast[0].values[3] == math.inf and fast[0].values[5] == 1e300
+
+
+def test_other_layouts_fall_back_to_json():
+    reordered = [{"values": s["values"], "metric": s["metric"]} for s in SERIES]
+    parsed = prom.parse_matrix(_answer(reordered, warnings=["partial"]))
+    assert [len(s) for s in parsed] == [6, 1] and parsed[0].labels == SERIES[0]["metric"]
+    assert prom.parse_matrix(_answer([])) == []
+
+
+@pytest.mark.parametrize("body, message", [
+    (b'{"status":"error","errorType":"bad_data","error":"parse error"}', "parse error"),
+    (b'{"status":"success","data":{"resultType":"vector","result":[]}}', "vector"),
+    (b"<html>proxy login</html>", "unexpected answer"),
+])
+def test_unexpected_answers_are_query_errors(body, message):
+    with pytest.raises(PrometheusQueryError, match=message):
+        prom.parse_matrix(body, "q")
+
+
+def test_output_path_follows_upstreams_convention(tmp_path):
+    assert prom.output_path("kepler_query", tmp_path) == tmp_path / "kepler_query.json"
+    assert prom.output_path("elsewhere/q.json", tmp_path) == prom.Path("elsewhere/q.json")
+    assert prom.output_path("/abs/q", tmp_path) == prom.Path("/abs/q")
