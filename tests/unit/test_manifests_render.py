@@ -219,3 +219,81 @@ def test_samples_render_in_the_install_namespace() -> None:
     assert estimation["spec"]["model"]["pipelineRef"]["name"] == pipeline["metadata"]["name"]
     assert pipeline["spec"]["storage"]["pvcName"] == find(render("base"), "PersistentVolumeClaim",
                                                           "kepler-models")["metadata"]["name"]
+
+
+# ------------------------------------------------------------------------------ Kepler integration
+
+WEIGHT_TRAINERS = {"SGDRegressorTrainer", "LogarithmicRegressionTrainer", "LogisticRegressionTrainer",
+                   "ExponentialRegressionTrainer"}
+MODEL_CONFIG_PREFIXES = {f"{level}_{part}" for level in ("NODE", "CONTAINER", "PROCESS")
+                         for part in ("TOTAL", "COMPONENTS")}
+MODEL_CONFIG_SUFFIXES = {"ESTIMATOR", "LOCAL_REGRESSOR", "INIT_URL", "TRAINER", "FILTERS"}
+
+
+def _server_routes() -> list[Any]:
+    from kepler_trainer.serve.routes import build_router
+
+    return build_router(lambda request: None).routes
+
+
+def _served(method: str, path: str) -> bool:
+    from starlette.routing import Match
+
+    scope = {"type": "http", "method": method, "path": path, "root_path": ""}
+    return any(route.matches(scope)[0] == Match.FULL for route in _server_routes())
+
+
+def _kepler_config() -> dict[str, str]:
+    return find(render("overlays/kepler-integration"), "ConfigMap", "kepler-cfm")["data"]
+
+
+def test_kepler_reaches_the_rendered_model_server_service() -> None:
+    objects = render("overlays/kepler-integration")
+    service = find(objects, "Service", "kepler-model-server")
+    port = service["spec"]["ports"][0]["port"]
+    expected = f"http://{service['metadata']['name']}.{service['metadata']['namespace']}.svc.cluster.local:{port}"
+    data = _kepler_config()
+    assert data["MODEL_SERVER_ENABLE"] == "true"
+    assert data["MODEL_SERVER_URL"] == expected
+    assert _served("POST", data["MODEL_SERVER_MODEL_REQ_PATH"])
+    assert _served("GET", data["MODEL_SERVER_MODEL_LIST_PATH"])
+    for token in data["MODEL_CONFIG"].split():
+        key, _, value = token.partition("=")
+        if key.endswith("_INIT_URL"):
+            assert value.startswith(expected + "/"), value
+
+
+def test_model_config_is_well_formed_and_names_weight_capable_trainers() -> None:
+    tokens = _kepler_config()["MODEL_CONFIG"].split()  # Kepler splits on whitespace
+    assert tokens
+    for token in tokens:
+        key, sep, value = token.partition("=")
+        assert sep and value, token
+        prefix = next((p for p in MODEL_CONFIG_PREFIXES if key.startswith(p + "_")), None)
+        assert prefix and key[len(prefix) + 1:] in MODEL_CONFIG_SUFFIXES, key
+        if key.endswith("_TRAINER"):
+            assert value in WEIGHT_TRAINERS, value
+
+
+def test_init_urls_name_weight_files_the_sample_pipeline_publishes() -> None:
+    """Each pinned URL is a /model-weights route of the server, for a model the sample trains."""
+    from urllib.parse import urlsplit
+
+    spec = find(render("samples"), "TrainingPipeline", "local-v0-7")["spec"]
+    urls = [t.partition("=")[2] for t in _kepler_config()["MODEL_CONFIG"].split() if "_INIT_URL=" in t]
+    assert len(urls) == 2
+    for url in urls:
+        path = urlsplit(url).path
+        assert _served("GET", path), path
+        route, pipeline, source, output_type, group, model = path.strip("/").split("/")
+        assert route == "model-weights" and pipeline == spec["pipelineName"]
+        assert source in spec["energySources"] and group in spec["featureGroups"]
+        assert output_type == "AbsPower"  # Kepler's node estimators ask for absolute power
+        trainer, _, node_type = model.removesuffix(".json").rpartition("_")
+        assert trainer in spec["absTrainers"] and trainer in WEIGHT_TRAINERS and node_type == "0"
+
+
+def test_probe_paths_are_routes_of_the_model_server() -> None:
+    container = find(render("base"), "Deployment", "kepler-model-server")["spec"]["template"]["spec"]["containers"][0]
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert _served("GET", container[probe]["httpGet"]["path"]), probe
