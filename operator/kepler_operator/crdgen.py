@@ -102,7 +102,7 @@ def crd(resource: type[api._Resource]) -> dict[str, Any]:
                     "properties": {
                         "apiVersion": {"type": "string", "description": "API version of this object."},
                         "kind": {"type": "string", "description": "Kind of this object."},
-                        "metadata": {"type": "object", "description": "Standard object metadata."},
+                        "metadata": {"type": "object"},  # the API server forbids anything more here
                         "spec": spec,
                         "status": status,
                     },

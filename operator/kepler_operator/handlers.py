@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -35,7 +36,8 @@ EE = (api.GROUP, api.VERSION, api.EnergyEstimation.plural)
 PLURAL = {api.TrainingPipeline.kind: api.TrainingPipeline.plural,
           api.EnergyEstimation.kind: api.EnergyEstimation.plural}
 OURS = {jobs.LABEL_MANAGED_BY: jobs.MANAGED_BY}
-RESYNC = get_settings().resync_seconds
+INDEXES = ("jobs_by_owner", "pods_by_owner", "pipelines", "estimations")
+KOPF_PREFIX = f"kopf.{api.GROUP}"
 
 
 # ------------------------------------------------------------------------------ Kubernetes calls
@@ -104,6 +106,8 @@ class State:
     kube: Kube
     defaults: jobs.JobDefaults
     written: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    indexes: dict[str, kopf.Index[Any, Any]] = dataclasses.field(default_factory=dict)
+    resync: asyncio.Task[None] | None = None
     locks: collections.defaultdict[str, asyncio.Lock] = dataclasses.field(
         default_factory=lambda: collections.defaultdict(asyncio.Lock))
 
@@ -117,16 +121,57 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     """Our own group for kopf's bookkeeping, no finalizers, and the shared client."""
     ours = get_settings()
     settings.persistence.finalizer = f"{api.GROUP}/finalizer"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=api.GROUP)
+    # kopf ignores every annotation under its storage prefix, so it gets a sub-domain of our group and
+    # user-facing annotations such as `modeltraining.kepler.io/rerun` still count as changes.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=api.GROUP, key="last-handled-configuration")
+        prefix=KOPF_PREFIX, key="last-handled-configuration")
     settings.posting.enabled = False  # we post our own transition events, not kopf's per-handler chatter
     settings.execution.max_workers = ours.max_workers
+    settings.scanning.disabled = True  # resources are known: no RBAC on CRDs and namespaces needed
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
     memo.state = State(kube=Kube(), defaults=jobs.JobDefaults(
         image=ours.trainer_image, image_pull_policy=ours.image_pull_policy, pvc=ours.default_pvc,
         service_account=ours.job_service_account, run_as_user=ours.run_as_user))
+
+
+@kopf.on.startup()
+async def start_resync(memo: kopf.Memo, **_: Any) -> None:
+    """Re-check every resource periodically (schedules, missed events).
+
+    Not a kopf timer: kopf puts a finalizer on every object with a timer, and a finalizer would
+    block `kubectl delete` (and GitOps pruning) whenever the operator is down.
+    """
+    memo.state.resync = asyncio.create_task(_resync_forever(memo, get_settings().resync_seconds))
+
+
+@kopf.on.cleanup()
+async def stop_resync(memo: kopf.Memo, **_: Any) -> None:
+    """Stop the resync loop with the operator."""
+    if memo.state.resync is not None:
+        memo.state.resync.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await memo.state.resync
+
+
+async def _resync_forever(memo: kopf.Memo, interval: float) -> None:
+    logger = logging.getLogger(__name__)
+    while True:
+        await asyncio.sleep(interval)
+        indexes = memo.state.indexes  # captured by the handlers; empty until the first resource shows up
+        if not indexes:
+            continue
+        for kind, index in ((api.TrainingPipeline.kind, "pipelines"), (api.EnergyEstimation.kind, "estimations")):
+            for key in [k for k in indexes[index] if isinstance(k, str)]:  # uid keys only
+                body = _one(indexes[index], key)
+                if body is None:
+                    continue
+                try:
+                    await reconcile(kind, body, memo, indexes["jobs_by_owner"], indexes["pods_by_owner"],
+                                    indexes["pipelines"], logger)
+                except Exception:  # one broken resource must not stop the loop for the others
+                    logger.exception("resync of %s %s failed", kind, key)
 
 
 # ------------------------------------------------------------------------------------- indexes
@@ -294,22 +339,21 @@ def _ref(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
 @kopf.on.resume(*TP)
 @kopf.on.create(*TP)
 @kopf.on.update(*TP)
-@kopf.timer(*TP, interval=RESYNC, initial_delay=RESYNC)
 async def training_pipeline(body: kopf.Body, **kwargs: Any) -> None:
-    """A TrainingPipeline appeared, changed, or is due for a re-check."""
+    """A TrainingPipeline appeared or changed (or the operator started)."""
     await _reconcile_kwargs(api.TrainingPipeline.kind, body, kwargs)
 
 
 @kopf.on.resume(*EE)
 @kopf.on.create(*EE)
 @kopf.on.update(*EE)
-@kopf.timer(*EE, interval=RESYNC, initial_delay=RESYNC)
 async def energy_estimation(body: kopf.Body, **kwargs: Any) -> None:
-    """An EnergyEstimation appeared, changed, or is due for a re-check."""
+    """An EnergyEstimation appeared or changed (or the operator started)."""
     await _reconcile_kwargs(api.EnergyEstimation.kind, body, kwargs)
 
 
 async def _reconcile_kwargs(kind: str, body: Mapping[str, Any], kwargs: dict[str, Any]) -> None:
+    kwargs["memo"].state.indexes = {name: kwargs[name] for name in INDEXES}
     await reconcile(kind, _plain(body), kwargs["memo"], kwargs["jobs_by_owner"], kwargs["pods_by_owner"],
                     kwargs["pipelines"], kwargs["logger"])
 
