@@ -15,9 +15,9 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.support.apiserver import kube_api, skip_reason
+from tests.support.apiserver import SELECTOR, OperatorProcess, Resources, condition, ensure_namespace, kube_api, \
+    phase, skip_reason
 from tests.support.kubelet import Kubelet
-from tests.support.operator_process import SELECTOR, OperatorProcess, Resources, condition, ensure_namespace, phase
 
 pytestmark = [pytest.mark.apiserver, pytest.mark.slow, pytest.mark.timeout(300)]
 
