@@ -6,7 +6,8 @@ nothing, the status the operator writes survives a re-apply (status never drifts
 never drifts from Git), and manifests that break the schema or its CEL rules are rejected.
 The core kinds the tier serves (PersistentVolumeClaim, Service, ConfigMap) are applied twice too;
 Deployments, ServiceAccounts and RBAC are not served by it and are covered offline
-(tests/unit/test_manifests_render.py).
+(tests/unit/test_manifests_render.py). Last, the operator runs with the settings of the rendered
+Deployment and turns the sample into a Job that uses the install's image, identity and volume.
 """
 
 from __future__ import annotations
@@ -194,3 +195,39 @@ def test_served_core_kinds_apply_twice_without_change(kube: Any, path: str) -> N
                                                       o["metadata"]["namespace"])["metadata"]["resourceVersion"]
               for o in objects}
     assert second == first
+
+
+# Last in this module: from here on the operator owns the samples' status.
+def test_the_operator_as_installed_turns_the_sample_into_a_job_of_the_install(installed: Any) -> None:
+    """The operator, configured with the env of the rendered namespace-scoped Deployment, starts the
+    sample's training Job with the install's trainer image, ServiceAccount, PVC and user."""
+    from kubernetes import client
+
+    from tests.support.apiserver import OperatorProcess
+    from tests.unit.test_manifests_render import env_of
+
+    deployment = find(render("overlays/namespace-scoped"), "Deployment", "kepler-model-operator")
+    env = env_of(deployment["spec"]["template"]["spec"]["containers"][0])
+    assert env.pop("KEPLER_OPERATOR_NAMESPACES") == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    env.pop("KEPLER_OPERATOR_LIVENESS_ENDPOINT")  # the test process picks a free port instead
+    settings = {key.removeprefix("KEPLER_OPERATOR_").lower(): value for key, value in env.items()}
+    operator = OperatorProcess(installed, NAMESPACE, **settings).start()
+    try:
+        batch = client.BatchV1Api(installed.client)
+        selector = "modeltraining.kepler.io/kind=TrainingPipeline"
+        deadline = time.monotonic() + 60
+        jobs: list[Any] = []
+        while time.monotonic() < deadline and not jobs:
+            jobs = batch.list_namespaced_job(NAMESPACE, label_selector=selector).items
+            time.sleep(0.2)
+        assert len(jobs) == 1, operator.output()[-3000:]
+        pod = client.ApiClient().sanitize_for_serialization(jobs[0].spec.template.spec)
+    finally:
+        operator.stop()
+    server = find(render("overlays/namespace-scoped"), "Deployment", "kepler-model-server")
+    assert pod["containers"][0]["image"] == server["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert pod["serviceAccountName"] == "kepler-model-trainer"
+    assert pod["automountServiceAccountToken"] is False
+    claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v]
+    assert claims == ["kepler-models"]
+    assert pod["securityContext"]["runAsUser"] == 65532
