@@ -147,3 +147,37 @@ def test_namespace_enforces_the_restricted_pod_security_standard() -> None:
     for path in INSTALLS:
         labels = find(render(path), "Namespace", "kepler-model")["metadata"]["labels"]
         assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+@pytest.mark.parametrize("path", INSTALLS)
+def test_the_sample_job_of_each_install_is_valid_and_locked_down(path: str) -> None:
+    """The Job the operator (configured as the install configures it) builds for the sample
+    TrainingPipeline: valid batch/v1 in strict mode, and as locked down as the install's workloads
+    (it must pass the namespace's `restricted` Pod Security Standard)."""
+    import kubernetes_validate
+    from kepler_operator import api, jobs
+
+    from .test_manifests_render import K8S_VERSIONS, env_of
+
+    objects = render(path)
+    env = env_of(find(objects, "Deployment", "kepler-model-operator")["spec"]["template"]["spec"]["containers"][0])
+    defaults = jobs.JobDefaults(image=env["KEPLER_OPERATOR_TRAINER_IMAGE"], pvc=env["KEPLER_OPERATOR_DEFAULT_PVC"],
+                                service_account=env["KEPLER_OPERATOR_JOB_SERVICE_ACCOUNT"],
+                                run_as_user=int(env["KEPLER_OPERATOR_RUN_AS_USER"]))
+    sample = find(render("samples"), "TrainingPipeline", "local-v0-7")
+    owner = jobs.Owner(sample["kind"], sample["metadata"]["name"], sample["metadata"]["namespace"], "uid-1")
+    job = jobs.training_job(owner, api.TrainingPipelineSpec.model_validate(sample["spec"]),
+                            jobs.RunRequest(key="g1", trigger="Created", generation=1), defaults)
+    for version in K8S_VERSIONS:
+        kubernetes_validate.validate(job, version, strict=True)
+    pod = job["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] > 0
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    assert pod["automountServiceAccountToken"] is False
+    find(objects, "ServiceAccount", pod["serviceAccountName"])
+    find(objects, "PersistentVolumeClaim",
+         next(v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v))
+    for container in pod["containers"]:
+        ctx = container["securityContext"]
+        assert ctx["allowPrivilegeEscalation"] is False and ctx["readOnlyRootFilesystem"] is True
+        assert ctx["capabilities"]["drop"] == ["ALL"] and ctx["runAsNonRoot"] is True
