@@ -181,3 +181,4 @@ def test_the_sample_job_of_each_install_is_valid_and_locked_down(path: str) -> N
         ctx = container["securityContext"]
         assert ctx["allowPrivilegeEscalation"] is False and ctx["readOnlyRootFilesystem"] is True
         assert ctx["capabilities"]["drop"] == ["ALL"] and ctx["runAsNonRoot"] is True
+        assert {"cpu", "memory"} <= set(container["resources"]["limits"])  # the sample sets them
