@@ -11,7 +11,8 @@ from .test_manifests_render import INSTALLS, find, render, workloads
 GROUP = "modeltraining.kepler.io"
 
 # The operator's whole API surface (issue 6): its two kinds and their status, Jobs, read-only Pods,
-# Events (core/v1, as the operator posts them). Anything beyond this set fails test_operator_rules_are_exactly_the_needed_ones.
+# Events (core/v1, as the operator posts them). Anything beyond this set fails
+# test_operator_rules_are_exactly_the_needed_ones.
 ALLOWED = {
     (GROUP, "trainingpipelines"): {"get", "list", "watch", "patch"},
     (GROUP, "energyestimations"): {"get", "list", "watch", "patch"},
@@ -94,8 +95,8 @@ def test_model_server_mounts_the_models_claim_read_only(path: str) -> None:
     mounts = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == models[0]["name"]]
     assert mounts and all(m.get("readOnly") is True for m in mounts)
     service = find(objects, "Service", "kepler-model-server")
-    labels = pod_labels = find(objects, "Deployment", "kepler-model-server")["spec"]["template"]["metadata"]["labels"]
-    assert service["spec"]["selector"].items() <= pod_labels.items() and labels
+    pod_labels = find(objects, "Deployment", "kepler-model-server")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"] and service["spec"]["selector"].items() <= pod_labels.items()
 
 
 @pytest.mark.parametrize("path", INSTALLS)
