@@ -110,6 +110,26 @@ def distributions(venv: Path) -> dict[str, int]:
     return sizes
 
 
+SMOKE = {
+    # What each image's entry point needs at start, run with the venv's own interpreter.
+    "trainer": "import kepler_trainer.cli, fastapi, uvicorn, prometheus_client, sklearn, xgboost",
+    "trainer-slim": "import kepler_trainer.cli, fastapi, uvicorn, prometheus_client, sklearn",
+    "operator": "import kepler_operator.__main__, kepler_operator.handlers",
+}
+
+
+def smoke(image: Image, venv: Path) -> str:
+    """Import what the entry point needs, from outside the source tree, as the container would."""
+    python = str(venv / "bin" / "python")
+    proc = subprocess.run([python, "-c", SMOKE[image.name]], cwd=venv, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return "FAILED: " + proc.stderr.strip().splitlines()[-1]
+    entry = "kepler-model-operator" if image.name == "operator" else "kepler-model"
+    if not (venv / "bin" / entry).exists():
+        return f"FAILED: no {entry} console script"
+    return "ok"
+
+
 def measure(image: Image, workdir: Path) -> dict:
     context = build_context(workdir / f"{image.name}-context")
     venv = workdir / f"{image.name}-venv"
@@ -125,12 +145,13 @@ def measure(image: Image, workdir: Path) -> dict:
         "largest_mb": {name: round(size / 2**20, 1) for name, size in largest},
         "scientific_stack": sorted(set(dists) & set(FORBIDDEN_IN_OPERATOR)),
         "install_seconds": round(seconds, 1),
+        "smoke": smoke(image, venv),
     }
 
 
 def report(result: dict) -> None:
     print(f"{result['image']:<13} {result['venv_mb']:>8.1f} MB  {result['distributions']:>3} distributions  "
-          f"install {result['install_seconds']:.1f} s  ({result['install']})")
+          f"install {result['install_seconds']:.1f} s  ({result['install']})  imports: {result['smoke']}")
     print("    largest: " + ", ".join(f"{n} {mb} MB" for n, mb in result["largest_mb"].items()))
     if result["image"] == "operator":
         verdict = "none" if not result["scientific_stack"] else ", ".join(result["scientific_stack"])
@@ -156,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     forbidden = any(r["scientific_stack"] for r in results if r["image"] == "operator")
-    return 1 if forbidden else 0
+    broken = any(r["smoke"] != "ok" for r in results)
+    return 1 if forbidden or broken else 0
 
 
 if __name__ == "__main__":
