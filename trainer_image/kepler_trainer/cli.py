@@ -150,8 +150,8 @@ def cmd_train(args, progress: Progress) -> dict:
     del result
     settings = _settings(args, sources, groups, abs_trainers, dyn_trainers, _profiles(args, sources))
     progress.stage("training")
-    tables_estimate = len(groups) * len(sources) * (len(abs_trainers) + len(dyn_trainers))
-    summary = run(extracted, settings, _model_path(args), progress.counter(tables_estimate))
+    fits = len(groups) * len(sources) * (len(abs_trainers) + len(dyn_trainers))
+    summary = run(extracted, settings, _model_path(args), progress.counter(fits))
     results = summary.pop("results")
     progress.stage(f"published {summary['path']} ({summary['models']} models, {summary['skipped']} skipped)")
     _print_best(results)
@@ -197,7 +197,7 @@ def cmd_train_from_data(args, progress: Progress) -> dict:
     import pandas as pd
 
     from .features import OutputType
-    from .pipeline import publish, train, write_pipeline, best_models
+    from .pipeline import train_and_publish
 
     source = _sources(args)[0]
     ot = output_type(args.output_type)
@@ -229,14 +229,9 @@ def cmd_train_from_data(args, progress: Progress) -> dict:
     table = Table(source.name, group, ot, features, power, data[["timestamp", "instance", "node_type"] + features + power])
     settings = _settings(args, [source], [group], trainers if ot is OutputType.ABS else [],
                          trainers if ot is OutputType.DYN else [])
-    results = train([table], settings, progress.counter(len(trainers)))
-    if not any(r.ok for r in results):
-        raise TooFewSamplesError("no trainer could fit the table: " + "; ".join(sorted({r.reason for r in results})))
-    final = publish(_model_path(args), settings.pipeline_name,
-                    lambda tmp, prev: write_pipeline(tmp, prev, results, [table], settings, []))
-    _print_best(results)
-    return {"pipeline": settings.pipeline_name, "path": str(final), "archive": str(final) + ".zip",
-            "models": sum(r.ok for r in results), "best": best_models(results, settings.node_type, args.max_mae)}
+    summary = train_and_publish([table], settings, _model_path(args), [], progress.counter(len(trainers)))
+    _print_best(summary.pop("results"))
+    return summary
 
 
 def cmd_query(args, progress: Progress) -> dict:

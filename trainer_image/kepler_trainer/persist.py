@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -62,18 +64,21 @@ def weight_document(model: PowerModel) -> dict | None:
         regressor = pipeline.named_steps["model"]
         numerical = {f: {"scale": float(s)} for f, s in zip(model.features_, scale)}
         weights: dict = {"Categorical_Variables": {}, "Numerical_Variables": numerical}
+        offset = model.offsets_[component]
         if model.is_constant(component):
-            weights["Bias_Weight"] = float(regressor.constant_.ravel()[0])
+            weights["Bias_Weight"] = float(regressor.constant_.ravel()[0]) - offset
             for f in numerical:
                 numerical[f]["weight"] = 0.0
         elif kind == "linear":
-            weights["Bias_Weight"] = float(np.ravel(regressor.intercept_)[0])
+            weights["Bias_Weight"] = float(np.ravel(regressor.intercept_)[0]) - offset
             for f, w in zip(model.features_, regressor.coef_):
                 numerical[f]["weight"] = float(w)
         else:
             main = model.features_[regressor.feature_index]
             weights["Numerical_Variables"] = {main: numerical[main], **numerical}
-            weights["CurveFit_Weights"] = [float(p) for p in regressor.params_]
+            params = [float(p) for p in regressor.params_]
+            params[-1] -= offset  # every curve's last parameter is its constant term
+            weights["CurveFit_Weights"] = params
         document[component] = {"All_Weights": weights}
     return document
 
@@ -98,21 +103,28 @@ def predict_from_weights(document: dict, rows: list[dict[str, float]]) -> dict[s
 
 # -- model folders ----------------------------------------------------------------------------------
 
-def save_model(folder: Path, model: PowerModel, metadata: dict) -> None:
-    """Write the folder, then the flat zip and the weight file beside it."""
+def save_model(folder: Path, model: PowerModel, metadata: dict, same_regressors: Path | None = None) -> None:
+    """Write the folder, then the flat zip and the weight file beside it.
+
+    `same_regressors`: a saved folder of a model sharing these fitted regressors (see
+    `PowerModel.shifted`); its component files are linked instead of serialised again.
+    """
     folder.mkdir(parents=True)
     name = folder.name
     index = {}
     for component, pipeline in model.models_.items():
         regressor = pipeline.named_steps["model"]
-        if model.spec.model_class == "xgboost" and not model.is_constant(component):
-            model_file = f"{component}.json"
+        xgboost = model.spec.model_class == "xgboost" and not model.is_constant(component)
+        model_file = f"{component}.json" if xgboost else f"{component}.skops"
+        entry = {"scale": pipeline.named_steps["scale"].scale_.tolist()} if xgboost else {}
+        if same_regressors is not None:
+            _link_or_copy(same_regressors / model_file, folder / model_file)
+        elif xgboost:
             regressor.save_model(str(folder / model_file))
-            entry = {"scale": pipeline.named_steps["scale"].scale_.tolist()}
         else:
-            model_file = f"{component}.skops"
             (folder / model_file).write_bytes(skops_bytes(pipeline))
-            entry = {}
+        if model.offsets_[component]:
+            entry["offset"] = model.offsets_[component]
         index[component] = {"model_file": model_file, "features": model.features_, "fe_files": [], **entry}
     write_json(folder / f"{name}.json", index)
     weights = weight_document(model)
@@ -122,6 +134,13 @@ def save_model(folder: Path, model: PowerModel, metadata: dict) -> None:
     zip_folder(folder, folder.with_suffix(".zip"))
     if weights is not None:
         write_json(folder.with_suffix(".json"), {"model_name": name, **weights})
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 def skops_bytes(obj) -> bytes:
@@ -142,11 +161,14 @@ def skops_bytes(obj) -> bytes:
 
 
 def zip_folder(folder: Path, target: Path) -> None:
-    """A flat, deterministic zip (sorted names, fixed timestamps) of the folder's files."""
+    """A deterministic zip (sorted names, fixed timestamps) of the folder's files, paths kept.
+
+    Members that are archives already (model zips inside a pipeline zip) are stored, not deflated again.
+    """
     with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             info = zipfile.ZipInfo(str(path.relative_to(folder)), date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
+            info.compress_type = zipfile.ZIP_STORED if path.suffix == ".zip" else zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
             archive.writestr(info, path.read_bytes())
 
@@ -163,8 +185,10 @@ class LoadedModel:
             raise InputError(f"{folder}: not a model folder ({exc})") from None
         self.features: list[str] = list(self.metadata["features"])
         self.components: dict[str, object] = {}
+        self.offsets: dict[str, float] = {}
         for component, entry in index.items():
             self.components[component] = self._load_component(folder, entry)
+            self.offsets[component] = float(entry.get("offset", 0.0))
 
     def _load_component(self, folder: Path, entry: dict):
         file = _inside(folder, entry["model_file"])
@@ -181,7 +205,7 @@ class LoadedModel:
         return _Scaled(np.asarray(entry["scale"], dtype=float), regressor)
 
     def predict(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        return {c: np.clip(m.predict(x), 0.0, None) for c, m in self.components.items()}
+        return {c: np.clip(m.predict(x) - self.offsets[c], 0.0, None) for c, m in self.components.items()}
 
 
 class _Scaled:

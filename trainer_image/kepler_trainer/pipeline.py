@@ -26,7 +26,7 @@ from .extract import Extracted
 from .features import EnergySource, OutputType, main_feature, resolve_group
 from .isolate import make_isolator
 from .persist import save_model, write_json, zip_folder
-from .trainers import PowerModel, TrainerSkipped
+from .trainers import TRAINERS, PowerModel, TrainerSkipped
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 MIN_ROWS = 10  # below this a 90/10 split leaves a single test row: no honest error figure
@@ -65,21 +65,24 @@ class Table:
     power: list[str]
     data: pd.DataFrame
     idle: dict[str, float] = field(default_factory=dict)
+    shift_of: "Table | None" = None  # the AbsPower table this one equals minus `idle`, if exactly so
 
 
 @dataclass
 class Trained:
+    """The outcome of one fit: its held-out errors and model metadata, or why it was skipped."""
+
     table: Table
     trainer: str
-    model: PowerModel | None
     metrics: dict = field(default_factory=dict)
     reason: str | None = None       # why the trainer was skipped
     train_rows: int = 0
     test_rows: int = 0
+    metadata: dict | None = None
 
     @property
     def ok(self) -> bool:
-        return self.model is not None
+        return self.reason is None
 
 
 def plan(extracted: Extracted, settings: TrainSettings) -> tuple[list[Table], list[dict]]:
@@ -97,41 +100,85 @@ def plan(extracted: Extracted, settings: TrainSettings) -> tuple[list[Table], li
             power = [f"{c}_power" for c in source.components]
             tables.append(Table(source.name, group, OutputType.ABS, features, power, data))
             isolator = make_isolator(settings.isolator, settings.profiles.get(source.name)).fit(data)
+            unclipped = all((data[c] >= isolator.idle_.get(c, 0.0)).all() for c in power)
             tables.append(Table(source.name, group, OutputType.DYN, features, power, isolator.transform(data),
-                                idle=dict(isolator.idle_)))
+                                idle=dict(isolator.idle_), shift_of=tables[-1] if unclipped else None))
     return tables, skipped
 
 
-def fit_and_score(table: Table, trainer: str, settings: TrainSettings) -> Trained:
-    """Fit one trainer on the training split of one table, and score it on the held-out split."""
+def _score(table: Table, trainer: str, model: PowerModel, test_rows, train_rows, settings: TrainSettings) -> Trained:
+    X, Y = table.data[table.features], table.data[table.power]
+    predicted = model.predict_components(X.iloc[test_rows])
+    result = Trained(table, trainer, evaluate.errors(Y.iloc[test_rows], predicted),
+                     train_rows=len(train_rows), test_rows=len(test_rows))
+    result.metadata = model_metadata(result, model, settings)
+    return result
+
+
+def _model_folder(folder: Path, result: Trained) -> Path:
+    table = result.table
+    return folder / table.source / table.output_type.value / table.group / result.metadata["model_name"]
+
+
+def fit_and_score(table: Table, trainer: str, settings: TrainSettings, folder: Path | None = None,
+                  derived: list[Table] = ()) -> list[Trained]:
+    """Fit one trainer on the training split of one table, score it on the held-out split, and save it
+    into the pipeline folder being built; the same for the `derived` tables (this table minus a constant,
+    see `PowerModel.shifted`). Runs in a worker: what it returns carries no model."""
     data = table.data
     if len(data) < MIN_ROWS:
-        return Trained(table, trainer, None, reason=f"too few rows ({len(data)} < {MIN_ROWS})")
+        return [Trained(t, trainer, reason=f"too few rows ({len(data)} < {MIN_ROWS})") for t in (table, *derived)]
     train_rows, test_rows = evaluate.split(len(data), settings.test_size, settings.split, settings.seed)
-    X, Y = data[table.features], data[table.power]
     mains = {p.removesuffix("_power"): main_feature(table.group, p.removesuffix("_power"), table.features)
              for p in table.power}
     model = PowerModel(trainer, main_features=mains, random_state=settings.seed)
     try:
-        model.fit(X.iloc[train_rows], Y.iloc[train_rows])
+        model.fit(data[table.features].iloc[train_rows], data[table.power].iloc[train_rows])
     except TrainerSkipped as exc:
-        return Trained(table, trainer, None, reason=str(exc))
-    predicted = model.predict_components(X.iloc[test_rows])
-    metrics = evaluate.errors(Y.iloc[test_rows], predicted)
-    return Trained(table, trainer, model, metrics, train_rows=len(train_rows), test_rows=len(test_rows))
-
-
-def train(tables: list[Table], settings: TrainSettings,
-          progress: Callable[[Trained], None] = lambda t: None) -> list[Trained]:
-    jobs = [(table, trainer) for table in tables
-            for trainer in (settings.abs_trainers if table.output_type is OutputType.ABS else settings.dyn_trainers)]
-    # Threads: the fitters spend their time in numpy/Cython that releases the GIL, and nothing is copied.
-    results = []
-    runner = Parallel(n_jobs=settings.n_jobs, prefer="threads", return_as="generator")
-    for result in runner(delayed(fit_and_score)(t, name, settings) for t, name in jobs):
-        progress(result)
+        return [Trained(t, trainer, reason=str(exc)) for t in (table, *derived)]
+    first = _score(table, trainer, model, test_rows, train_rows, settings)
+    results = [first]
+    if folder is not None:
+        save_model(_model_folder(folder, first), model, first.metadata)
+    for twin in derived:
+        result = _score(twin, trainer, model.shifted(twin.idle), test_rows, train_rows, settings)
+        result.metadata["derived_from"] = table.output_type.value
+        if folder is not None:
+            save_model(_model_folder(folder, result), model.shifted(twin.idle), result.metadata,
+                       same_regressors=_model_folder(folder, first))
         results.append(result)
     return results
+
+
+def plan_jobs(tables: list[Table], settings: TrainSettings) -> list[tuple[Table, str, list[Table]]]:
+    """(table, trainer, derived tables) for every requested fit; a DynPower table that is its AbsPower
+    twin minus a constant rides along with the twin's fit of the same trainer."""
+    jobs = []
+    for table in tables:
+        is_abs = table.output_type is OutputType.ABS
+        for trainer in settings.abs_trainers if is_abs else settings.dyn_trainers:
+            if not is_abs and table.shift_of is not None and trainer in settings.abs_trainers:
+                continue
+            derived = [t for t in tables if t.shift_of is table] if is_abs and trainer in settings.dyn_trainers else []
+            jobs.append((table, trainer, derived))
+    return jobs
+
+
+def train(tables: list[Table], settings: TrainSettings, folder: Path | None = None,
+          progress: Callable[[Trained], None] = lambda t: None) -> list[Trained]:
+    """Every requested fit, in `n_jobs` worker processes; models are saved into `folder`."""
+    jobs = plan_jobs(tables, settings)
+    # Processes, not threads: curve fitting and model serialisation are Python code that holds the GIL.
+    # The biggest fits go first so that the last ones to finish are short.
+    jobs.sort(key=lambda job: -len(job[0].data) * TRAINERS[job[1]].relative_cost)
+    backend = "loky" if settings.n_jobs > 1 and len(jobs) > 1 else "sequential"
+    results = []
+    with Parallel(n_jobs=settings.n_jobs, backend=backend, return_as="generator_unordered") as runner:
+        for batch in runner(delayed(fit_and_score)(t, name, settings, folder, derived) for t, name, derived in jobs):
+            for result in batch:
+                progress(result)
+                results.append(result)
+    return sorted(results, key=lambda r: (r.table.source, r.table.output_type.value, r.table.group, r.trainer))
 
 
 # -- publishing -----------------------------------------------------------------------------------
@@ -140,8 +187,8 @@ def model_name(trained: Trained, node_type: int) -> str:
     return f"{trained.trainer}_{node_type}"
 
 
-def model_metadata(trained: Trained, settings: TrainSettings) -> dict:
-    table, spec = trained.table, trained.model.spec
+def model_metadata(trained: Trained, model: PowerModel, settings: TrainSettings) -> dict:
+    table, spec = trained.table, model.spec
     rounded = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in trained.metrics.items()}
     return {
         "model_name": model_name(trained, settings.node_type),
@@ -158,7 +205,7 @@ def model_metadata(trained: Trained, settings: TrainSettings) -> dict:
         **({"machine_spec": settings.machine_spec} if settings.machine_spec else {}),
         "evaluation": {"split": settings.split, "test_size": settings.test_size, "seed": settings.seed,
                        "train_rows": trained.train_rows, "test_rows": trained.test_rows},
-        "constant_components": [c for c in trained.model.components_ if trained.model.is_constant(c)],
+        "constant_components": [c for c in model.components_ if model.is_constant(c)],
         "passed_gate": settings.max_mae is None or trained.metrics["mae"] <= settings.max_mae,
     }
 
@@ -235,23 +282,22 @@ def publish(model_path: Path, name: str, build: Callable[[Path, Path | None], No
     return final
 
 
+def carry_over(folder: Path, previous: Path | None, tables: list[Table]) -> None:
+    """Copy from the previous version the model groups this run does not retrain."""
+    if previous is None:
+        return
+    retrained = {(t.source, t.output_type.value, t.group) for t in tables}
+    for group_dir in previous.glob("*/*/*"):
+        key = tuple(group_dir.relative_to(previous).parts)
+        if group_dir.is_dir() and key[1] in ("AbsPower", "DynPower") and key not in retrained:
+            shutil.copytree(group_dir, folder / group_dir.relative_to(previous))
+
+
 def write_pipeline(folder: Path, previous: Path | None, results: list[Trained], tables: list[Table],
                    settings: TrainSettings, skipped_groups: list[dict]) -> None:
-    """Lay out every file of the pipeline in `folder` (the temporary one)."""
+    """Lay out the pipeline-level files in `folder` (the temporary one), around the saved models."""
     now = datetime.now(timezone.utc).strftime(TIME_FORMAT)
-    retrained = {(t.source, t.output_type.value, t.group) for t in tables}
-    init_time = now
-    if previous is not None:  # keep what this run did not retrain (other sources or groups)
-        init_time = _previous_init_time(previous) or now
-        for group_dir in previous.glob("*/*/*"):
-            key = tuple(group_dir.relative_to(previous).parts)
-            if group_dir.is_dir() and key[1] in ("AbsPower", "DynPower") and key not in retrained:
-                shutil.copytree(group_dir, folder / group_dir.relative_to(previous))
-    for result in (r for r in results if r.ok):
-        table = result.table
-        meta = model_metadata(result, settings)
-        save_model(folder / table.source / table.output_type.value / table.group / meta["model_name"],
-                   result.model, meta)
+    init_time = (_previous_init_time(previous) if previous is not None else None) or now
     _write_metadata_csvs(folder)
     _write_preprocessed(folder / "preprocessed_data", tables)
     if settings.profiles:
@@ -343,17 +389,27 @@ def run(extracted: Extracted, settings: TrainSettings, model_path: Path,
         most = max((len(t.data) for t in tables), default=0)
         raise TooFewSamplesError(f"too few usable samples: the largest training table has {most} rows "
                                  f"(need at least {MIN_ROWS}); use a longer window or a smaller step")
-    results = train(tables, settings, progress)
-    if not any(r.ok for r in results):
-        reasons = sorted({r.reason for r in results if r.reason})
-        raise TooFewSamplesError(f"no trainer could fit the data: {'; '.join(reasons)[:300]}")
-    best = best_models(results, settings.node_type, settings.max_mae)
-    if settings.max_mae is not None and not best:
-        lowest = min(r.metrics["mae"] for r in results if r.ok)
-        raise AccuracyGateError(f"no model reached MAE <= {settings.max_mae} W (best was {lowest:.2f} W); "
-                                "nothing was published")
-    final = publish(model_path, settings.pipeline_name,
-                    lambda tmp, previous: write_pipeline(tmp, previous, results, tables, settings, skipped_groups))
+    return train_and_publish(tables, settings, model_path, skipped_groups, progress)
+
+
+def train_and_publish(tables: list[Table], settings: TrainSettings, model_path: Path, skipped_groups: list[dict],
+                      progress: Callable[[Trained], None] = lambda t: None) -> dict:
+    """Train into a hidden copy of the pipeline; publish it only if something worth publishing came out."""
+    results: list[Trained] = []
+
+    def build(folder: Path, previous: Path | None) -> None:
+        carry_over(folder, previous, tables)
+        results.extend(train(tables, settings, folder, progress))
+        if not any(r.ok for r in results):
+            reasons = sorted({r.reason for r in results if r.reason})
+            raise TooFewSamplesError(f"no trainer could fit the data: {'; '.join(reasons)[:300]}")
+        if settings.max_mae is not None and not best_models(results, settings.node_type, settings.max_mae):
+            lowest = min(r.metrics["mae"] for r in results if r.ok)
+            raise AccuracyGateError(f"no model reached MAE <= {settings.max_mae} W (best was {lowest:.2f} W); "
+                                    "nothing was published")
+        write_pipeline(folder, previous, results, tables, settings, skipped_groups)
+
+    final = publish(model_path, settings.pipeline_name, build)
     return {"pipeline": settings.pipeline_name, "path": str(final), "archive": str(final) + ".zip",
-            "models": sum(r.ok for r in results), "skipped": sum(not r.ok for r in results), "best": best,
-            "results": results}
+            "models": sum(r.ok for r in results), "skipped": sum(not r.ok for r in results),
+            "best": best_models(results, settings.node_type, settings.max_mae), "results": results}

@@ -9,15 +9,16 @@ renamed into place.
 
 from __future__ import annotations
 
+import io
 import mmap
 import os
 import re
-import warnings
 from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
 import orjson
+import pandas as pd
 
 from .data import QueryResult, Series
 from .errors import InputError
@@ -108,30 +109,22 @@ class _Parser:
             self._released = page_end
 
     # -- the query-output shapes --------------------------------------------------------------
-    def samples(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    def samples(self, metric: str) -> tuple[bytes, int]:
+        """The `values` array as `ts,value` lines (parsed later, a whole metric at once), and its length."""
         self.expect(b"[")
         if self.peek() == b"]":
             self.pos += 1
-            return np.empty(0), np.empty(0)
+            return b"", 0
         m = _VALUES_END.search(self.buf, self.pos)
         if not m:
             raise self.fail(f"unterminated values of {metric}")
-        raw = self.buf[self.pos : m.start()]
+        raw = self.buf[self.pos : m.start()].translate(None, b' \t\r\n["')
         self.pos = m.end()
-        pairs = raw.count(b"[")
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                flat = np.fromstring(raw.translate(None, b'[]"'), sep=",")  # noqa: NPY201 (text mode)
-        except ValueError:
-            flat = np.empty(0)
-        if flat.size != 2 * pairs:
-            raise self.fail(f"malformed sample in a series of {metric}")
-        return flat[0::2], flat[1::2]
+        return raw.replace(b"],", b"\n"), raw.count(b"],") + 1
 
-    def series(self, metric: str) -> Series:
+    def series(self, metric: str) -> tuple[dict[str, str], bytes, int]:
         labels: dict[str, str] = {}
-        timestamps = values = np.empty(0)
+        lines, count = b"", 0
         self.expect(b"{")
         if self.peek() == b"}":
             self.pos += 1
@@ -140,7 +133,7 @@ class _Parser:
                 key = self.string()
                 self.expect(b":")
                 if key == "values":
-                    timestamps, values = self.samples(metric)
+                    lines, count = self.samples(metric)
                 elif key == "metric":
                     raw = self.value()
                     if not isinstance(raw, dict):
@@ -150,10 +143,20 @@ class _Parser:
                     self.value()
                 if not self.more(b"}"):
                     break
-        if timestamps.size > 1 and np.any(np.diff(timestamps) < 0):
-            order = np.argsort(timestamps, kind="stable")
-            timestamps, values = timestamps[order], values[order]
-        return Series(labels, timestamps, values)
+        return labels, lines, count
+
+    def metric_series(self, metric: str) -> list[Series]:
+        pending: list[tuple[dict[str, str], bytes, int]] = []
+        self.expect(b"[")
+        if self.peek() == b"]":
+            self.pos += 1
+            return []
+        while True:
+            pending.append(self.series(metric))
+            self.release_consumed()
+            if not self.more(b"]"):
+                break
+        return [Series(labels, ts, vs) for labels, ts, vs in _parse_samples(pending, self.fail, metric)]
 
     def document(self, keep: Callable[[str], bool]) -> QueryResult:
         result = QueryResult()
@@ -164,22 +167,35 @@ class _Parser:
             name = self.string()
             self.expect(b":")
             if keep(name):
-                series: list[Series] = []
-                self.expect(b"[")
-                if self.peek() == b"]":
-                    self.pos += 1
-                else:
-                    while True:
-                        series.append(self.series(name))
-                        self.release_consumed()
-                        if not self.more(b"]"):
-                            break
-                result.metrics[name] = series
+                result.metrics[name] = self.metric_series(name)
             else:
                 self._value_end_scan()
             if not self.more(b"}"):
                 break
         return result
+
+
+def _parse_samples(pending, fail, metric: str):
+    """Parse the `ts,value` lines of all series of a metric in one pass of pandas' C parser."""
+    text = b"\n".join(lines for _, lines, count in pending if count)
+    total = sum(count for _, _, count in pending)
+    if total:
+        try:
+            table = pd.read_csv(io.BytesIO(text), header=None, names=["t", "v"], dtype=np.float64,
+                                engine="c", na_filter=True, keep_default_na=False, na_values=["NaN"])
+        except (ValueError, pd.errors.ParserError):
+            raise fail(f"malformed sample in a series of {metric}") from None
+        if len(table) != total or table["t"].isna().any():
+            raise fail(f"malformed sample in a series of {metric}")
+        ts_all, vs_all = table["t"].to_numpy(), table["v"].to_numpy()
+    offset = 0
+    for labels, _, count in pending:
+        ts, vs = (ts_all[offset:offset + count], vs_all[offset:offset + count]) if count else (np.empty(0), np.empty(0))
+        offset += count
+        if ts.size > 1 and np.any(np.diff(ts) < 0):
+            order = np.argsort(ts, kind="stable")
+            ts, vs = ts[order], vs[order]
+        yield labels, ts, vs
 
 
 def resolve_input(name: str | os.PathLike[str], data_path: Path, suffix: str = ".json") -> Path:

@@ -9,6 +9,7 @@ cost of the super-linear fitters (kernel SVR) on long windows.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Callable
 
@@ -71,7 +72,7 @@ class CurveFitRegressor(RegressorMixin, BaseEstimator):
         x = np.asarray(X, dtype=float)[:, self.feature_index]
         y = np.asarray(y, dtype=float)
         try:
-            params, _ = curve_fit(CURVES[self.kind], x, y, p0=_p0(self.kind, y), maxfev=30000)
+            params, _ = curve_fit(CURVES[self.kind], x, y, p0=_p0(self.kind, y), maxfev=5000)
         except (RuntimeError, ValueError, FloatingPointError) as exc:
             raise TrainerSkipped(f"{self.kind} curve did not converge: {exc}") from None
         if not np.all(np.isfinite(params)):
@@ -97,6 +98,7 @@ class TrainerSpec:
     weight_kind: str | None = None   # linear | curvefit: Kepler's estimator can run it from weight.json
     max_rows: int | None = None      # fit on at most this many rows (evenly spaced in time)
     curve: str | None = None
+    relative_cost: float = 1.0       # for scheduling: the slow fits start first
 
 
 def _xgboost(seed: int):
@@ -112,20 +114,21 @@ TRAINERS: dict[str, TrainerSpec] = {s.name: s for s in (
                 lambda seed: make_pipeline(PolynomialFeatures(degree=2), LinearRegression())),
     TrainerSpec("GradientBoostingRegressorTrainer", "scikit",
                 lambda seed: GradientBoostingRegressor(n_estimators=100, max_depth=3, learning_rate=0.1,
-                                                       random_state=seed)),
+                                                       random_state=seed), max_rows=3000, relative_cost=10),
     TrainerSpec("KNeighborsRegressorTrainer", "scikit", lambda seed: KNeighborsRegressor(n_neighbors=6)),
     TrainerSpec("LinearRegressionTrainer", "scikit", lambda seed: LinearRegression(positive=True),
                 weight_kind="linear"),
-    TrainerSpec("SVRRegressorTrainer", "scikit", lambda seed: SVR(C=1.0, epsilon=0.2), max_rows=4000),
-    TrainerSpec("XgboostFitTrainer", "xgboost", _xgboost),
+    TrainerSpec("SVRRegressorTrainer", "scikit", lambda seed: SVR(C=1.0, epsilon=0.2), max_rows=2000,
+                relative_cost=5),
+    TrainerSpec("XgboostFitTrainer", "xgboost", _xgboost, relative_cost=5),
     TrainerSpec("SGDRegressorTrainer", "scikit", lambda seed: SGDRegressor(max_iter=1000, random_state=seed),
                 weight_kind="linear"),
     TrainerSpec("LogarithmicRegressionTrainer", "curvefit", lambda seed: CurveFitRegressor("logarithmic"),
-                weight_kind="curvefit", curve="logarithmic"),
+                weight_kind="curvefit", curve="logarithmic", max_rows=3000, relative_cost=3),
     TrainerSpec("LogisticRegressionTrainer", "curvefit", lambda seed: CurveFitRegressor("logistic"),
-                weight_kind="curvefit", curve="logistic"),
+                weight_kind="curvefit", curve="logistic", max_rows=3000, relative_cost=3),
     TrainerSpec("ExponentialRegressionTrainer", "curvefit", lambda seed: CurveFitRegressor("exponential"),
-                weight_kind="curvefit", curve="exponential"),
+                weight_kind="curvefit", curve="exponential", max_rows=3000, relative_cost=3),
 )}
 
 DEFAULT_TRAINERS = tuple(TRAINERS)
@@ -184,6 +187,7 @@ class PowerModel(RegressorMixin, BaseEstimator):
         if all(np.ptp(y) == 0 for y in varying.values()):
             raise TrainerSkipped("the measured power is constant: nothing to learn")
         self.models_: dict[str, Pipeline] = {}
+        self.offsets_: dict[str, float] = {c: 0.0 for c in self.components_}
         for component, y in varying.items():
             if np.ptp(y) == 0:
                 model = Pipeline([("scale", MaxAbsScaler()), ("model", DummyRegressor(strategy="mean"))])
@@ -194,8 +198,19 @@ class PowerModel(RegressorMixin, BaseEstimator):
 
     def predict_components(self, X: pd.DataFrame) -> pd.DataFrame:
         x = X[self.features_].to_numpy(dtype=float)
-        return pd.DataFrame({f"{c}_power": np.clip(m.predict(x), 0.0, None) for c, m in self.models_.items()},
-                            index=X.index)
+        return pd.DataFrame({f"{c}_power": np.clip(m.predict(x) - self.offsets_[c], 0.0, None)
+                             for c, m in self.models_.items()}, index=X.index)
+
+    def shifted(self, offsets: dict[str, float]) -> "PowerModel":
+        """This model predicting `target - offsets` instead of `target`, sharing the fitted regressors.
+
+        Every trainer here fits a free intercept (or constant term), so fitting `y - c` gives the model
+        for `y` minus `c`: a DynPower model whose isolator subtracted a constant per component is
+        derived from the AbsPower fit instead of fitted again.
+        """
+        derived = copy.copy(self)
+        derived.offsets_ = {c: self.offsets_[c] + offsets.get(f"{c}_power", 0.0) for c in self.components_}
+        return derived
 
     def predict(self, X):
         return self.predict_components(X).to_numpy()
