@@ -17,6 +17,7 @@ import dataclasses
 import datetime
 import json
 import logging
+import os
 import posixpath
 import secrets
 from collections.abc import Callable, Iterable, Mapping
@@ -49,7 +50,8 @@ class Kube:
         try:
             config.load_incluster_config()
         except config.ConfigException:
-            config.load_kube_config()
+            # read $KUBECONFIG now: the library's default was fixed when it was imported
+            config.load_kube_config(config_file=os.environ.get("KUBECONFIG", "~/.kube/config").split(os.pathsep)[0])
         self.batch = client.BatchV1Api()
         self.custom = client.CustomObjectsApi()
         self.core = client.CoreV1Api()

@@ -124,7 +124,8 @@ class Kubelet:
         self.core.create_namespaced_pod(self.namespace, pod, _preload_content=False)
         container = template["spec"]["containers"][0]["name"]
         self._patch_pod(pod_name, {"phase": "Running", "startTime": _now(), "containerStatuses": [
-            {"name": container, "ready": True, "restartCount": 0, "state": {"running": {"startedAt": _now()}}}]})
+            {"name": container, "image": template["spec"]["containers"][0].get("image", ""), "imageID": "",
+             "ready": True, "restartCount": 0, "state": {"running": {"startedAt": _now()}}}]})
         status = {"active": 1, "startTime": (job.get("status") or {}).get("startTime") or _now()}
         self.batch.patch_namespaced_job_status(meta["name"], self.namespace, {"status": status})
         run = PodRun(job=job, pod_name=pod_name, attempt=attempt)
@@ -163,7 +164,8 @@ class Kubelet:
         terminated = {"exitCode": code, "reason": _exit_reason(code), "message": message,
                       "startedAt": _now(), "finishedAt": _now()}
         self._patch_pod(run.pod_name, {"phase": "Succeeded" if code == 0 else "Failed", "containerStatuses": [
-            {"name": container, "ready": False, "restartCount": 0, "state": {"terminated": terminated}}]})
+            {"name": container, "image": spec["template"]["spec"]["containers"][0].get("image", ""), "imageID": "",
+             "ready": False, "restartCount": 0, "state": {"terminated": terminated}}]})
         name = job["metadata"]["name"]
         if code == 0:
             self._set_job(name, {"active": 0, "succeeded": 1, "completionTime": _now()}, "Complete", "Completed",
