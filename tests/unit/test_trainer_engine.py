@@ -254,3 +254,28 @@ def test_isolators_learn_idle_power():
     assert iso.transform(table)["package_power"].min() == pytest.approx(0.0)
     trainer_iso = TrainerIsolator().fit(table)
     assert trainer_iso.idle_["package_power"] == pytest.approx(40.0, abs=0.5)
+
+
+@pytest.mark.parametrize("trainer", ["LinearRegressionTrainer", "GradientBoostingRegressorTrainer",
+                                     "KNeighborsRegressorTrainer", "SVRRegressorTrainer"])
+def test_a_dynpower_model_derived_from_the_abspower_fit_equals_a_direct_fit(trainer, tmp_path):
+    X, Y = _linear_table()
+    Y = Y.assign(package_power=Y.package_power + np.random.default_rng(1).normal(0, 2, len(Y)))
+    idle = {"package_power": float(Y.package_power.min()), "core_power": 0.0}
+    direct = PowerModel(trainer).fit(X, Y - pd.Series(idle))
+    derived = PowerModel(trainer).fit(X, Y).shifted(idle)
+    np.testing.assert_allclose(derived.predict_components(X)["package_power"],
+                               direct.predict_components(X)["package_power"], atol=0.05)
+    save_model(tmp_path / "abs", PowerModel(trainer).fit(X, Y), {"model_file": "abs.json", "features": list(X)})
+    save_model(tmp_path / "dyn", derived, {"model_file": "dyn.json", "features": list(X)},
+               same_regressors=tmp_path / "abs")
+    loaded = LoadedModel(tmp_path / "dyn").predict(X.to_numpy())
+    np.testing.assert_allclose(loaded["package"], derived.predict_components(X)["package_power"], rtol=1e-9)
+
+
+def test_derived_linear_weights_subtract_idle_from_the_bias():
+    X, Y = _linear_table()
+    model = PowerModel("LinearRegressionTrainer").fit(X, Y)
+    derived = model.shifted({"package_power": 40.0})
+    assert weight_document(derived)["package"]["All_Weights"]["Bias_Weight"] == pytest.approx(
+        weight_document(model)["package"]["All_Weights"]["Bias_Weight"] - 40.0)
