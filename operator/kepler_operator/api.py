@@ -61,16 +61,16 @@ class OutputType(str, enum.Enum):
 
 
 class FeatureGroup(str, enum.Enum):
-    """A set of Kepler workload metrics used as model inputs."""
+    """A set of Kepler workload metrics used as model inputs (the trainer's groups)."""
 
-    FULL = "Full"
-    WORKLOAD_ONLY = "WorkloadOnly"
     COUNTER_ONLY = "CounterOnly"
     BPF_ONLY = "BPFOnly"
+    BPF_IRQ = "BPFIRQ"
     COUNTER_IRQ_COMBINED = "CounterIRQCombined"
     BASIC = "Basic"
-    BPF_IRQ = "BPFIRQ"
-    ACCELERATOR_ONLY = "AcceleratorOnly"
+    WORKLOAD_ONLY = "WorkloadOnly"
+    KUBELET_ONLY = "KubeletOnly"
+    CGROUP_ONLY = "CgroupOnly"
 
 
 class Trainer(str, enum.Enum):

@@ -12,7 +12,8 @@ Running a command locally maps the container's paths onto folders, by rewriting 
 * each `emptyDir` mountPath and `$HOME` -> a fresh temporary folder per pod;
 * each `secret` mountPath -> a temporary folder holding the Secret's keys, read from the API;
 * the container's `terminationMessagePath` -> a temporary file, read back after the exit;
-* the command's first word, when it is `kepler-model`, -> this Python's `kepler_trainer.cli`.
+* the command's first word, when it is `kepler-model`, -> this Python's `kepler_trainer.cli`;
+and maps the local folders in the termination message back to the container's paths.
 """
 
 from __future__ import annotations
@@ -224,7 +225,7 @@ class Kubelet:
                 return 137, ""
             self.logs[run.pod_name] = done.stdout + done.stderr
             message = log.read_text(errors="ignore") if log.exists() else ""
-            return done.returncode, message
+            return done.returncode, self._unmap(message, mapping)
 
     def _path_mapping(self, pod_spec: dict[str, Any], container: dict[str, Any], root: Path) -> dict[str, str]:
         volumes = {v["name"]: v for v in pod_spec.get("volumes", [])}
@@ -250,6 +251,13 @@ class Kubelet:
         data = json.loads(secret.data).get("data") or {}
         for item in source.get("items") or [{"key": k, "path": k} for k in data]:
             (folder / item["path"]).write_bytes(base64.b64decode(data[item["key"]]))
+
+    @staticmethod
+    def _unmap(text: str, mapping: dict[str, str]) -> str:
+        """Local folders back to the container's paths, as the program inside a pod would have printed."""
+        for mount, local in sorted(mapping.items(), key=lambda kv: len(kv[1]), reverse=True):
+            text = text.replace(local, mount)
+        return text
 
     @staticmethod
     def _rewrite(arg: str, mapping: dict[str, str]) -> str:

@@ -157,3 +157,10 @@ def test_generated_yaml_is_a_valid_crd_document():
         assert doc["apiVersion"] == "apiextensions.k8s.io/v1" and doc["kind"] == "CustomResourceDefinition"
         version = doc["spec"]["versions"][0]
         assert version["subresources"] == {"status": {}} and version["storage"] is True
+
+
+def test_enums_match_what_the_trainer_knows():
+    features = pytest.importorskip("kepler_trainer.features")
+    trainers = pytest.importorskip("kepler_trainer.trainers")
+    assert [g.value for g in api.FeatureGroup] == list(features.FEATURE_GROUPS)
+    assert [t.value for t in api.Trainer] == list(trainers.TRAINERS)
