@@ -41,3 +41,12 @@ def test_live_counters_come_back_as_scraped(session_prometheus):
         assert series.values[-1] == step * ticks  # the value after the last tick was scraped
     package = result.get("kepler_node_package_joules_total")[0]
     assert package.values[-1] == pytest.approx(exporter.PACKAGE_JOULES_PER_TICK * ticks)
+
+
+def test_an_exporter_is_not_a_prometheus(session_prometheus):
+    """-s pointed at Kepler's own /metrics port: 200 answers that are not the Prometheus API."""
+    from kepler_trainer.errors import PrometheusQueryError
+
+    url = f"http://{session_prometheus.exporter.address}"
+    with pytest.raises(PrometheusQueryError, match="did not answer like Prometheus"):
+        prom.fetch(prom.settings_from_args(parse_query_args("-s", url, "--interval", "1m")))

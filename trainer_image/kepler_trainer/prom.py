@@ -334,7 +334,7 @@ class _Client:
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # asked for explicitly
         if settings.bearer_token_file:
             self.session.headers["Authorization"] = f"Bearer {_read_token(settings.bearer_token_file)}"
-        # Prometheus gzips when asked: worth it over a network, pure CPU on a loopback or a pod network.
+        # Prometheus gzips when asked: worth it over a network, pure CPU on the loopback.
         self.session.headers["Accept-Encoding"] = "gzip" if _remote(settings.server) else "identity"
         self.retry = Retry(total=settings.retries, connect=settings.retries, read=settings.retries,
                            status=settings.retries, backoff_factor=0.5, backoff_max=10,
@@ -366,6 +366,8 @@ class _Client:
             names = connect.get_label_values("__name__", params=params)
         except PrometheusApiClientException as exc:
             raise self._status_error(str(exc), "listing metric names") from None
+        except requests.JSONDecodeError:  # 200 but not JSON: a login page, an exporter, another app
+            raise PrometheusQueryError(f"{settings.server} did not answer like Prometheus (not JSON)") from None
         except requests.RequestException as exc:
             raise self._unreachable(exc) from None
         except (ValueError, KeyError, TypeError) as exc:  # 200 but not the Prometheus API
@@ -393,8 +395,8 @@ class _Client:
             text = _error_text_from_bytes(text)
         if status >= 500 or status in _RETRY_STATUS:
             return PrometheusUnreachableError(
-                f"Prometheus at {self.settings.server} failed after {self.settings.retries} retries "
-                f"({what}): HTTP {status}: {text}")
+                f"Prometheus at {self.settings.server} kept failing ({what}, up to {self.settings.retries} "
+                f"retries): HTTP {status}: {text}")
         return _QueryRejected(status, f"Prometheus rejected {what}: HTTP {status}: {text}")
 
     def _unreachable(self, exc: Exception) -> PrometheusUnreachableError:
