@@ -12,19 +12,19 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
-from . import __version__, promjson
-from .data import QueryResult
-from .errors import ConfigError, InputError, KeplerModelError, TooFewSamplesError
-from .extract import Extracted, extract, node_power
-from .features import DEFAULT_FEATURE_GROUPS, FEATURE_GROUPS, energy_source, output_type
-from .isolate import ISOLATORS, idle_profile
-from .pipeline import MIN_ROWS, Table, Trained, TrainSettings
-from .trainers import DEFAULT_TRAINERS, trainer_names
+from typing import TYPE_CHECKING
 
-try:  # the Prometheus client is optional in a minimal install
-    from . import prom
-except ImportError:  # pragma: no cover - prom.py ships with the package
-    prom = None  # type: ignore[assignment]
+from . import __version__
+from .errors import ConfigError, InputError, KeplerModelError, TooFewSamplesError
+from .features import DEFAULT_FEATURE_GROUPS, FEATURE_GROUPS, energy_source, output_type
+
+# The scientific stack (pandas, scikit-learn, skops, scipy) takes seconds to import on a busy node:
+# commands import what they use, so `--help`, usage errors and `serve` start at once.
+if TYPE_CHECKING:
+    from .data import QueryResult
+    from .pipeline import Trained, TrainSettings
+
+ISOLATORS = ("none", "min", "profile", "trainer")
 
 TERMINATION_LOG_LIMIT = 4096
 DEFAULT_PIPELINE = "std_v0.7.11"
@@ -71,21 +71,33 @@ def _sources(args):
     return [energy_source(n) for n in names]
 
 
-def _load_inputs(args, progress: Progress) -> QueryResult:
+def _load_inputs(args, progress: Progress) -> "QueryResult":
     """The query result from `-i` files (comma list) or, with `-s`, straight from Prometheus."""
+    from . import prom, promjson
+    from .data import QueryResult
+
     if args.input:
         merged = QueryResult()
-        for name in (n.strip() for n in args.input.split(",") if n.strip()):
-            path = promjson.resolve_input(name, _data_path(args))
+        for path in _input_paths(args):
             progress.stage(f"reading {path}")
             for metric, series in promjson.load(path).metrics.items():
                 merged.metrics.setdefault(metric, []).extend(series)
         return merged
-    if prom is not None and getattr(args, "server_given", False):
+    if getattr(args, "server_given", False):
         settings = prom.settings_from_args(args)
         progress.stage(f"querying {settings.url if hasattr(settings, 'url') else 'Prometheus'}")
         return prom.fetch(settings)
     raise InputError("no input: give -i FILE (a query output JSON) or -s URL with a time window")
+
+
+def _input_paths(args) -> list[Path]:
+    """The `-i` files, resolved (and checked) before anything slow happens."""
+    from . import promjson
+
+    names = [n.strip() for n in (args.input or "").split(",") if n.strip()]
+    if not names and not getattr(args, "server_given", False):
+        raise InputError("no input: give -i FILE (a query output JSON) or -s URL with a time window")
+    return [promjson.resolve_input(name, _data_path(args)) for name in names]
 
 
 def _feature_groups(args, available: set[str] | None = None) -> list[str]:
@@ -99,6 +111,10 @@ def _feature_groups(args, available: set[str] | None = None) -> list[str]:
 
 
 def _profiles(args, sources) -> dict[str, dict]:
+    from . import promjson
+    from .extract import node_power
+    from .isolate import idle_profile
+
     if not args.profile:
         return {}
     idle = promjson.load(promjson.resolve_input(args.profile, _data_path(args)))
@@ -125,7 +141,9 @@ def _pipeline_name(args) -> str:
     return name
 
 
-def _settings(args, sources, groups, abs_trainers, dyn_trainers, profiles=None) -> TrainSettings:
+def _settings(args, sources, groups, abs_trainers, dyn_trainers, profiles=None) -> "TrainSettings":
+    from .pipeline import TrainSettings
+
     return TrainSettings(
         pipeline_name=_pipeline_name(args), sources=sources, feature_groups=groups,
         abs_trainers=abs_trainers, dyn_trainers=dyn_trainers, extractor=args.extractor, isolator=args.isolator,
@@ -137,7 +155,10 @@ def _settings(args, sources, groups, abs_trainers, dyn_trainers, profiles=None) 
 # -- commands ------------------------------------------------------------------------------------------
 
 def cmd_train(args, progress: Progress) -> dict:
+    _input_paths(args)
+    from .extract import extract
     from .pipeline import run
+    from .trainers import trainer_names
 
     sources = _sources(args)
     groups = _feature_groups(args)
@@ -173,7 +194,9 @@ def _print_best(results: list[Trained]) -> None:
 
 
 def cmd_estimate(args, progress: Progress) -> dict:
+    _input_paths(args)
     from .estimate import choose_model, estimate, write_outputs
+    from .extract import extract
 
     source = _sources(args)[0]
     result = _load_inputs(args, progress)
@@ -196,8 +219,10 @@ def cmd_estimate(args, progress: Progress) -> dict:
 def cmd_train_from_data(args, progress: Progress) -> dict:
     import pandas as pd
 
+    from . import promjson
     from .features import OutputType
-    from .pipeline import train_and_publish
+    from .pipeline import MIN_ROWS, Table, train_and_publish
+    from .trainers import trainer_names
 
     source = _sources(args)[0]
     ot = output_type(args.output_type)
@@ -235,8 +260,8 @@ def cmd_train_from_data(args, progress: Progress) -> dict:
 
 
 def cmd_query(args, progress: Progress) -> dict:
-    if prom is None:
-        raise ConfigError("the Prometheus client is not available in this installation")
+    from . import prom
+
     progress.stage("querying Prometheus")
     return prom.run_query(args, _data_path(args))
 
@@ -284,8 +309,8 @@ def _training(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--isolator", default="min", choices=ISOLATORS,
                    help="how idle power is removed for DynPower models (default: min)")
     t.add_argument("--profile", default=None, help="query output of the idle machine (isolator 'profile')")
-    t.add_argument("--abs-trainers", default="default", help="AbsPower trainers, comma list, or 'default' (all: "
-                   + ", ".join(t.removesuffix("Trainer") for t in DEFAULT_TRAINERS) + ")")
+    t.add_argument("--abs-trainers", default="default", help="AbsPower trainers, comma list (e.g. "
+                   "LinearRegression,GradientBoostingRegressor,XgboostFit), or 'default' for the whole catalogue")
     t.add_argument("--dyn-trainers", default="default", help="DynPower trainers, comma list, or 'default'")
     t.add_argument("--trainers", default="default", help="trainers for train_from_data")
     t.add_argument("--seed", type=int, default=0, help="random seed of the split and the trainers")
@@ -297,11 +322,13 @@ def _training(parser: argparse.ArgumentParser) -> None:
 
 
 def _prometheus(parser: argparse.ArgumentParser) -> None:
-    if prom is not None:
-        prom.add_prometheus_arguments(parser)
+    from . import prom  # requests and pydantic only
+
+    prom.add_prometheus_arguments(parser)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; `command` (the word after `kepler-model`) limits imports to what that command needs."""
     parser = argparse.ArgumentParser(
         prog="kepler-model",
         description="Train, evaluate, publish and use power models for Kepler from its Prometheus metrics.",
@@ -320,18 +347,16 @@ def build_parser() -> argparse.ArgumentParser:
     }
     for name, (help_text, func, groups) in commands.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        for add in groups:
+        for add in groups if command in (None, name) else groups[:1]:
             add(p)
         p.set_defaults(func=func)
-    try:
+    p = sub.add_parser("serve", help="serve published models to Kepler over HTTP",
+                       description="serve published models to Kepler over HTTP")
+    if command == "serve":  # the web stack is imported only to serve
         from . import serve
-    except ImportError:
-        serve = None
-    if serve is not None and hasattr(serve, "add_arguments"):
-        p = sub.add_parser("serve", help="serve published models to Kepler over HTTP",
-                           description="serve published models to Kepler over HTTP")
+
         serve.add_arguments(p)
-        p.set_defaults(func=cmd_serve)
+    p.set_defaults(func=cmd_serve)
     return parser
 
 
@@ -364,9 +389,10 @@ def _write_termination_log(path: str | None, summary: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     raw = sys.argv[1:] if argv is None else argv
+    command = next((a for a in raw if not a.startswith("-")), None)
+    parser = build_parser(command)
+    args = parser.parse_args(argv)
     args.server_given = any(a in ("-s", "--server") or a.startswith("--server=") for a in raw)
     progress = Progress(enabled=not args.quiet and (args.verbose or (sys.stderr.isatty() and not os.environ.get("CI"))))
     log = args.termination_log

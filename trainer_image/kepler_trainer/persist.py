@@ -18,9 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import orjson
-import skops
-import skops.io as sio
-from skops.io._utils import SaveContext, get_state
 
 from .errors import InputError
 from .trainers import TRAINERS, PowerModel
@@ -149,6 +146,9 @@ def skops_bytes(obj) -> bytes:
     skops indents its schema.json, which sends it through the pure-Python JSON encoder: for a
     100-tree gradient boosting model that is most of a training run. The archive is the same format.
     """
+    import skops
+    from skops.io._utils import SaveContext, get_state  # skops takes seconds to import: only when saving
+
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
         context = SaveContext(zip_file=archive)
@@ -193,6 +193,8 @@ class LoadedModel:
     def _load_component(self, folder: Path, entry: dict):
         file = _inside(folder, entry["model_file"])
         if file.suffix == ".skops":
+            import skops.io as sio
+
             untrusted = set(sio.get_untrusted_types(file=file))
             unknown = untrusted - TRUSTED_TYPES
             if unknown:
