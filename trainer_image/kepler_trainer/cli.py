@@ -394,7 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(command)
     args = parser.parse_args(argv)
     args.server_given = any(a in ("-s", "--server") or a.startswith("--server=") for a in raw)
-    progress = Progress(enabled=not args.quiet and (args.verbose or (sys.stderr.isatty() and not os.environ.get("CI"))))
+    quiet, verbose = getattr(args, "quiet", False), getattr(args, "verbose", False)  # `serve` has neither
+    progress = Progress(enabled=not quiet and (verbose or (sys.stderr.isatty() and not os.environ.get("CI"))))
     log = args.termination_log
     try:
         summary = args.func(args, progress)
