@@ -98,17 +98,25 @@ def recovered(weights: dict) -> tuple[float, dict[str, tuple[float, float]]]:
     return bias, coef
 
 
-def test_train_from_prometheus_recovers_the_ground_truth(session_prometheus, tmp_path):
+@pytest.fixture(scope="module")
+def trained(session_prometheus, tmp_path_factory):
+    """`train -s` on the last hour of node-a (filtered from node-b): (models folder, process, summary)."""
     if not command_supports("train", "--label-filter"):
         pytest.skip("kepler-model train does not take -s with Prometheus options yet")
     env = session_prometheus
     node_a = env.data.exporters[0]
-    models = tmp_path / "models"
+    tmp = tmp_path_factory.mktemp("train-s")
+    models = tmp / "models"
     proc, summary = kepler_model(
         "train", *window(env, hours=1), "--label-filter", f"instance={node_a.instance}",
         "-e", "rapl-sysfs,acpi", "-fg", "Basic", "--abs-trainers", "LinearRegressionTrainer",
         "--dyn-trainers", "LinearRegressionTrainer", "-p", "prom_truth", "--model-path", str(models),
-        "--data-path", str(tmp_path / "data"), cwd=tmp_path)
+        "--data-path", str(tmp / "data"), cwd=tmp)
+    return models, proc, summary
+
+
+def test_train_from_prometheus_recovers_the_ground_truth(trained):
+    models, proc, summary = trained
     assert proc.returncode == 0, proc.stderr
     best = {(b["energy_source"], b["output_type"]): b for b in summary["best"]}
     assert set(best) == {("rapl-sysfs", "AbsPower"), ("rapl-sysfs", "DynPower"), ("acpi", "AbsPower"),
@@ -127,3 +135,25 @@ def test_train_from_prometheus_recovers_the_ground_truth(session_prometheus, tmp
                 want = truth.coef.get(feature, 0.0)
                 assert abs(value - want) * scale <= COEF_RTOL * abs(want) * scale + COEF_ATOL_W, \
                     (component, feature, value, want)
+
+
+def test_estimate_from_prometheus_matches_the_true_power(trained, session_prometheus, tmp_path):
+    models, train_proc, _ = trained
+    assert train_proc.returncode == 0, train_proc.stderr
+    env = session_prometheus
+    node_a = env.data.exporters[0]
+    start, end = env.data.end - 2 * 3600, env.data.end - 3600  # an hour the model has not seen
+    proc, summary = kepler_model(
+        "estimate", "-s", env.url, "--start-time", str(start), "--end-time", str(end),
+        "--label-filter", f"instance={node_a.instance}", "-e", "rapl-sysfs", "-fg", "Basic", "-p", "prom_truth",
+        "--model-path", str(models), "--data-path", str(tmp_path / "data"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    # the true power over each step that ends inside the window (the first point has no rate)
+    ts = env.data.timestamps(node_a)
+    inside = (ts > start) & (ts <= end)
+    truth = env.data.power(node_a)
+    assert summary["samples"] == inside.sum()
+    for component in ("package", "core", "uncore", "dram"):
+        got = summary["components"][component]
+        assert got["mean_power_watts"] == pytest.approx(truth[component][inside].mean(), abs=0.05), component
+        assert got["mae"] <= MAE_MAX_W
