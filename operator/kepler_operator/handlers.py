@@ -20,6 +20,7 @@ import logging
 import os
 import posixpath
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -46,15 +47,19 @@ KOPF_PREFIX = f"kopf.{api.GROUP}"
 class Kube:
     """The few blocking Kubernetes calls the operator makes (run in threads)."""
 
-    def __init__(self) -> None:
+    def __init__(self, connections: int) -> None:
+        configuration = client.Configuration()
         try:
-            config.load_incluster_config()
+            config.load_incluster_config(client_configuration=configuration)
         except config.ConfigException:
             # read $KUBECONFIG now: the library's default was fixed when it was imported
-            config.load_kube_config(config_file=os.environ.get("KUBECONFIG", "~/.kube/config").split(os.pathsep)[0])
-        self.batch = client.BatchV1Api()
-        self.custom = client.CustomObjectsApi()
-        self.core = client.CoreV1Api()
+            path = os.environ.get("KUBECONFIG", "~/.kube/config").split(os.pathsep)[0]
+            config.load_kube_config(config_file=path, client_configuration=configuration)
+        configuration.connection_pool_maxsize = connections  # one per worker thread
+        api_client = client.ApiClient(configuration)
+        self.batch = client.BatchV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self.core = client.CoreV1Api(api_client)
 
     def create_job(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Create the Job, or return the existing one of the same (deterministic) name."""
@@ -119,9 +124,11 @@ class State:
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Our own group for kopf's bookkeeping, no finalizers, and the shared client."""
     ours = get_settings()
+    # the blocking Kubernetes calls run in this many threads (asyncio.to_thread)
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(ours.max_workers, "kube"))
     settings.persistence.finalizer = f"{api.GROUP}/finalizer"
     # kopf ignores every annotation under its storage prefix, so it gets a sub-domain of our group and
     # user-facing annotations such as `modeltraining.kepler.io/rerun` still count as changes.
@@ -133,7 +140,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.scanning.disabled = True  # resources are known: no RBAC on CRDs and namespaces needed
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
-    memo.state = State(kube=Kube(), defaults=jobs.JobDefaults(
+    memo.state = State(kube=Kube(ours.max_workers), defaults=jobs.JobDefaults(
         image=ours.trainer_image, image_pull_policy=ours.image_pull_policy, pvc=ours.default_pvc,
         service_account=ours.job_service_account, run_as_user=ours.run_as_user))
 

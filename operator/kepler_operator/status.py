@@ -8,6 +8,7 @@ status flips.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import posixpath
 from collections.abc import Mapping, Sequence
@@ -28,6 +29,8 @@ STAGE_OF_REASON = {
 SOURCE_ORDER = {s.value: i for i, s in enumerate(api.EnergySource)}
 OUTPUT_ORDER = {o.value: i for i, o in enumerate(api.OutputType)}
 MAX_MESSAGE = 4096
+RESULT_GRACE_SECONDS = 60
+"""How long a completed Job may lack its pod's result before the run counts as failed."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,14 +87,29 @@ def _failure(job: Mapping[str, Any], terminated: Mapping[str, Any] | None,
     return Outcome(api.Phase.FAILED.value, str(reason), str(failed.get("message") or "the Job failed"))
 
 
-def job_outcome(job: Mapping[str, Any] | None, terminated: Mapping[str, Any] | None) -> Outcome | None:
+def _seconds_between(earlier: str | None, later: str | None) -> float:
+    try:
+        start = datetime.datetime.fromisoformat(str(earlier).replace("Z", "+00:00"))
+        end = datetime.datetime.fromisoformat(str(later).replace("Z", "+00:00"))
+    except ValueError:
+        return float("inf")
+    return (end - start).total_seconds()
+
+
+def job_outcome(job: Mapping[str, Any] | None, terminated: Mapping[str, Any] | None,
+                now: str | None = None) -> Outcome | None:
     """The state of a run from its Job's conditions and the terminated state of its newest pod."""
     if job is None:
         return None
     summary = parse_summary((terminated or {}).get("message"))
     if _job_condition(job, "Failed") is not None:
         return _failure(job, terminated, summary)
-    if _job_condition(job, "Complete") is not None:
+    complete = _job_condition(job, "Complete")
+    if complete is not None:
+        if terminated is None and _seconds_between(complete.get("lastTransitionTime"), now) < RESULT_GRACE_SECONDS:
+            # the Job's watch event can overtake its pod's: wait a little for the termination message
+            return Outcome(api.Phase.RUNNING.value, "AwaitingResult",
+                           f"Job {job['metadata']['name']} completed; waiting for its pod's termination message")
         if summary is None or not summary.get("ok"):
             return Outcome(api.Phase.FAILED.value, "InvalidSummary",
                            "the Job completed but its pod left no valid termination summary")
@@ -241,11 +259,29 @@ def _common(old: Mapping[str, Any], job: Mapping[str, Any] | None, outcome: Outc
     return status
 
 
+def _already_recorded(old: Mapping[str, Any], job: Mapping[str, Any] | None, terminated: Mapping[str, Any] | None,
+                      problem: OperatorError | None) -> bool:
+    """True when the observed run's result is in status already and its evidence has since gone.
+
+    Finished Jobs are deleted after `ttlSecondsAfterFinished` and pods may be collected before
+    their Job: what was recorded from them stays as it is.
+    """
+    if problem is not None or old.get("phase") not in (api.Phase.SUCCEEDED.value, api.Phase.FAILED.value):
+        return False
+    recorded = (old.get("lastRun") or {}).get("jobName")
+    if job is None:
+        return recorded is not None
+    finished = _job_condition(job, "Complete") or _job_condition(job, "Failed")
+    return bool(finished) and terminated is None and recorded == job["metadata"]["name"]
+
+
 def training_status(old: Mapping[str, Any], *, generation: int, job: Mapping[str, Any] | None,
                     terminated: Mapping[str, Any] | None, problem: OperatorError | None = None,
                     suspended: bool = False, now: str) -> dict[str, Any]:
     """The TrainingPipeline status for what is observed now (results of older successes are kept)."""
-    outcome = job_outcome(job, terminated)
+    if _already_recorded(old, job, terminated, problem):
+        return api.TrainingPipelineStatus.model_validate({**old, "observedGeneration": generation}).dump()
+    outcome = job_outcome(job, terminated, now)
     status = _common(old, job, outcome, problem, _tp_conditions(outcome, problem, suspended), generation, now)
     if outcome is not None and outcome.state == api.Phase.SUCCEEDED.value and outcome.summary:
         summary = outcome.summary
@@ -258,7 +294,9 @@ def estimation_status(old: Mapping[str, Any], *, generation: int, job: Mapping[s
                       terminated: Mapping[str, Any] | None, problem: OperatorError | None = None,
                       resolved: str | None = None, now: str) -> dict[str, Any]:
     """The EnergyEstimation status for what is observed now."""
-    outcome = job_outcome(job, terminated)
+    if _already_recorded(old, job, terminated, problem):
+        return api.EnergyEstimationStatus.model_validate({**old, "observedGeneration": generation}).dump()
+    outcome = job_outcome(job, terminated, now)
     status = _common(old, job, outcome, problem, _ee_conditions(outcome, problem, resolved), generation, now)
     if outcome is not None and outcome.state == api.Phase.SUCCEEDED.value and outcome.summary:
         summary = outcome.summary

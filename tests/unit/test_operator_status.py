@@ -274,3 +274,29 @@ def test_merge_conditions_moves_times_only_on_flips(old, new):
         flipped = prior.get(cond["type"]) != cond["status"]
         assert cond["lastTransitionTime"] == (T1 if flipped else T0)
     assert status.merge_conditions(after, new, T2, 1) == after
+
+
+def test_a_completed_job_waits_briefly_for_its_pods_result():
+    """The Job's watch event may overtake the pod's: no flapping to Failed in between."""
+    soon = "2026-11-23T12:05:30Z"  # 30 s after completion (T1)
+    waiting = status.job_outcome(job("complete"), None, soon)
+    assert (waiting.state, waiting.reason) == ("Running", "AwaitingResult")
+    late = status.job_outcome(job("complete"), None, "2026-11-23T12:06:01Z")
+    assert (late.state, late.reason) == ("Failed", "InvalidSummary")
+    assert tp_status(job=job("complete"), now=soon)["phase"] == "Running"
+
+
+def test_results_stay_when_jobs_and_pods_are_collected():
+    done = tp_status(job=job("complete"), terminated=term(0, json.dumps(OK)))
+    assert tp_status(done, job=job("complete"), terminated=None, now="2027-01-01T00:00:00Z") == done  # pod gone
+    assert tp_status(done, job=None, now="2027-01-01T00:00:00Z") == done  # Job gone (ttlSecondsAfterFinished)
+    later = tp_status(done, generation=2, job=None, suspended=True)
+    assert later["observedGeneration"] == 2 and later["bestModels"] == done["bestModels"]
+    failed = ee_status(job=job("failed"), terminated=term(5, failure("NoPowerMetrics", 5)))
+    assert ee_status(failed, job=None) == failed
+
+
+def test_a_new_job_replaces_the_recorded_result():
+    done = tp_status(job=job("complete"), terminated=term(0, json.dumps(OK)))
+    running = tp_status(done, generation=2, job=job("pending", name="demo-train-g2", generation=2))
+    assert running["phase"] == "Pending" and running["lastRun"]["jobName"] == "demo-train-g2"
