@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,20 @@ def test_query_writes_what_prometheus_holds(session_prometheus, tmp_path):
     raws = [s for s in env.data.series() if s.labels["instance"] == node_b.instance]
     points = assert_matches_backfill(promjson.load(path), raws, env.data.end - 3600, env.data.end, env.data.step)
     assert summary["samples"] == points
+
+
+def test_query_takes_its_window_from_a_benchmark_file(session_prometheus, tmp_path):
+    env = session_prometheus
+    data = tmp_path / "data"
+    data.mkdir()
+    start, end = env.data.end - 600, env.data.end
+    iso = lambda t: datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")  # noqa: E731
+    (data / "stressng.json").write_text(json.dumps({"startTimeUTC": iso(start), "endTimeUTC": iso(end)}))
+    proc, summary = kepler_model("query", "-s", env.url, "--benchmark", "stressng", "--data-path", str(data),
+                                 "--label-filter", "job=kepler-exporter", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert summary["window"]["start"] == iso(start) and summary["window"]["end"] == iso(end)
+    assert_matches_backfill(promjson.load(data / "output.json"), env.data.series(), start, end, env.data.step)
 
 
 @pytest.mark.parametrize("case, extra, code, reason", [

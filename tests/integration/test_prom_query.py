@@ -11,8 +11,9 @@ import pytest
 
 from kepler_trainer import prom, promjson
 from kepler_trainer.errors import PrometheusQueryError
-from tests.support.openmetrics import LOOKBACK_S, assert_matches_backfill, training_window
-from tests.support.prometheus import prometheus_factory, query_args as window_args, session_prometheus  # noqa: F401
+from tests.support.openmetrics import LOOKBACK_S, assert_matches_backfill, recent_end, training_window
+from tests.support.prometheus import parse_query_args, prometheus_factory, session_prometheus  # noqa: F401
+from tests.support.prometheus import query_args as window_args
 
 pytestmark = pytest.mark.prometheus
 
@@ -106,3 +107,15 @@ def test_a_single_point_over_the_sample_limit_fails_with_the_servers_reason(prom
     settings = prom.settings_from_args(window_args(handle.url, data.start, data.end))
     with pytest.raises(PrometheusQueryError, match="HTTP 422: .*too many samples"):
         prom.fetch(settings)
+
+
+def test_recent_data_is_found_by_a_window_ending_now(prometheus_factory):
+    """The operator's Jobs pass --interval: the window ends when the Job runs."""
+    data = training_window(minutes=10, containers=2, end=recent_end())
+    handle = prometheus_factory(openmetrics=data)
+    settings = prom.settings_from_args(parse_query_args("-s", handle.url, "--interval", "15m"))
+    result = prom.fetch(settings)
+    assert set(result.metrics) == set(data.by_name())
+    assert result.sample_count >= data.sample_count  # every sample, plus lookback repeats after the last
+    last = max(s.timestamps[-1] for ss in result.metrics.values() for s in ss)
+    assert data.end <= last <= settings.end

@@ -234,9 +234,24 @@ def history(hours: float = 24.25, step: int = 3, containers: int = 2) -> KeplerD
 
 
 def training_window(minutes: float = 30, step: int = 3, containers: int = 4, *,
-                    instance: str = "node-1:9102", start: int = EPOCH, seed: int = 7) -> KeplerData:
-    """A realistic training window (minutes to an hour) of one node with a known linear model."""
-    return KeplerData((Exporter(instance, start, int(minutes * 60 / step), containers, seed=seed),), step)
+                    instance: str = "node-1:9102", start: int = EPOCH, end: int | None = None,
+                    seed: int = 7) -> KeplerData:
+    """A realistic training window (minutes to an hour) of one node with a known linear model.
+
+    Give `end` (unix seconds, e.g. `recent_end()`) instead of `start` for data that a window
+    ending now (`--interval`) finds, as the operator's Jobs query it.
+    """
+    samples = int(minutes * 60 / step)
+    if end is not None:
+        start = int(end) - (samples - 1) * step
+    return KeplerData((Exporter(instance, start, samples, containers, seed=seed),), step)
+
+
+def recent_end(step: int = 3, ago: int = 30) -> int:
+    """A sample time on the step grid, `ago` seconds or a little more before now."""
+    import time
+
+    return (int(time.time()) - ago) // step * step
 
 
 # -- checking a query answer against what was backfilled ------------------------------------------
