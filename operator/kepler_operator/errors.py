@@ -32,6 +32,12 @@ class PipelineNotReadyError(OperatorError):
     reason = "PipelineNotReady"
 
 
+class JobRejectedError(OperatorError):
+    """The API server refused the run's Job (admission policy, quota, permissions)."""
+
+    reason = "JobRejected"
+
+
 EXIT_CODES: dict[int, str] = {
     1: "Error",
     2: "UsageError",

@@ -20,8 +20,8 @@ import logging
 import os
 import posixpath
 import secrets
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -30,7 +30,7 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from . import api, jobs, status
-from .errors import InvalidSpecError, OperatorError
+from .errors import InvalidSpecError, JobRejectedError, OperatorError
 from .settings import get_settings
 
 TP = (api.GROUP, api.VERSION, api.TrainingPipeline.plural)
@@ -67,9 +67,13 @@ class Kube:
         try:
             response = self.batch.create_namespaced_job(meta["namespace"], manifest, _preload_content=False)
         except ApiException as exc:
-            if exc.status != 409:
-                raise
-            response = self.batch.read_namespaced_job(meta["name"], meta["namespace"], _preload_content=False)
+            if exc.status == 409:
+                response = self.batch.read_namespaced_job(meta["name"], meta["namespace"], _preload_content=False)
+            elif exc.status in (400, 403, 422):  # refused for good (admission, quota, RBAC): say so in status
+                raise JobRejectedError(f"Job {meta['name']} was rejected: {_api_message(exc)}") from exc
+            else:
+                raise kopf.TemporaryError(f"creating Job {meta['name']}: {exc.status} {exc.reason}", delay=10) \
+                    from exc
         return json.loads(response.data)
 
     def delete_job(self, namespace: str, name: str) -> None:
@@ -104,6 +108,13 @@ class Kube:
             self.core.create_namespaced_event(meta["namespace"], event, _preload_content=False)
         except ApiException as exc:
             logging.getLogger(__name__).warning("could not post event %s: %s", reason, exc.reason)
+
+
+def _api_message(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body).get("message") or exc.reason)
+    except (TypeError, ValueError):
+        return str(exc.reason)
 
 
 @dataclasses.dataclass
@@ -255,36 +266,21 @@ async def reconcile(kind: str, body: Mapping[str, Any], memo: kopf.Memo, jobs_by
     """Start the run that should exist, prune old runs, and write the status of what is observed."""
     state: State = memo.state
     meta = body["metadata"]
-    uid, namespace, name = meta["uid"], meta["namespace"], meta["name"]
+    uid = meta["uid"]
     async with state.locks[uid]:
-        owner = jobs.Owner(kind=kind, name=name, namespace=namespace, uid=uid)
         old = state.written.get(uid, _plain(body.get("status") or {}))
-        generation = int(meta.get("generation") or 1)
         known = {j["metadata"]["name"]: j for j in jobs_by_owner.get(uid, [])}
         problem: OperatorError | None = None
+        plan: Plan | None = None
         try:
             plan = _plan(kind, body, pipelines, state.defaults)
+            await _run_and_prune(state, kind, body, plan, old, known, logger)
         except OperatorError as exc:
-            problem, plan = exc, None
-        if plan is not None:
-            annotations = meta.get("annotations") or {}
-            run = jobs.next_run(generation=generation, status=old, jobs=[jobs.job_view(j) for j in known.values()],
-                                created=meta.get("creationTimestamp") or "", now=_now(),
-                                rerun=annotations.get(api.RERUN_ANNOTATION), schedule=plan.schedule,
-                                suspend=plan.suspend)
-            if run is not None:
-                created = await asyncio.to_thread(state.kube.create_job, plan.build(run))
-                known[created["metadata"]["name"]] = created
-                await asyncio.to_thread(state.kube.post_event, _ref(kind, body), "Normal", "RunStarted",
-                                        f"started Job {created['metadata']['name']} ({run.trigger})")
-                logger.info(f"Started Job {created['metadata']['name']} ({run.trigger}).")
-            for stale in jobs.jobs_to_prune([jobs.job_view(j) for j in known.values()], plan.keep):
-                await asyncio.to_thread(state.kube.delete_job, namespace, stale)
-                known.pop(stale, None)
+            problem = exc
         latest = _newest(known.values())
         terminated = status.newest_terminated(list(pods_by_owner.get(uid, [])), latest["metadata"]["name"]) \
             if latest else None
-        now = jobs.format_time(_now())
+        generation, now = int(meta.get("generation") or 1), jobs.format_time(_now())
         if kind == api.TrainingPipeline.kind:
             new = status.training_status(old, generation=generation, job=latest, terminated=terminated,
                                          problem=problem, suspended=bool(plan and plan.suspend), now=now)
@@ -292,11 +288,31 @@ async def reconcile(kind: str, body: Mapping[str, Any], memo: kopf.Memo, jobs_by
             new = status.estimation_status(old, generation=generation, job=latest, terminated=terminated,
                                            problem=problem, resolved=plan.resolved if plan else None, now=now)
         if new != old:
-            await asyncio.to_thread(state.kube.patch_status, kind, namespace, name, new)
+            await asyncio.to_thread(state.kube.patch_status, kind, meta["namespace"], meta["name"], new)
             state.written[uid] = new
             for change in status.transitions(old, new):
                 await asyncio.to_thread(state.kube.post_event, _ref(kind, body), change.type, change.reason,
                                         change.message)
+
+
+async def _run_and_prune(state: State, kind: str, body: Mapping[str, Any], plan: Plan, old: Mapping[str, Any],
+                         known: dict[str, Mapping[str, Any]], logger: logging.Logger | kopf.Logger) -> None:
+    """Create the Job of the run that is due (if any) and delete runs beyond the history limit."""
+    meta = body["metadata"]
+    run = jobs.next_run(generation=int(meta.get("generation") or 1), status=old,
+                        jobs=[jobs.job_view(j) for j in known.values()], created=meta.get("creationTimestamp") or "",
+                        now=_now(), rerun=(meta.get("annotations") or {}).get(api.RERUN_ANNOTATION),
+                        schedule=plan.schedule, suspend=plan.suspend)
+    if run is not None:
+        created = await asyncio.to_thread(state.kube.create_job, plan.build(run))
+        name = created["metadata"]["name"]
+        known[name] = created
+        logger.info(f"Started Job {name} ({run.trigger}).")
+        await asyncio.to_thread(state.kube.post_event, _ref(kind, body), "Normal", "RunStarted",
+                                f"started Job {name} ({run.trigger})")
+    for stale in jobs.jobs_to_prune([jobs.job_view(j) for j in known.values()], plan.keep):
+        await asyncio.to_thread(state.kube.delete_job, meta["namespace"], stale)
+        known.pop(stale, None)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -300,3 +300,11 @@ def test_a_new_job_replaces_the_recorded_result():
     done = tp_status(job=job("complete"), terminated=term(0, json.dumps(OK)))
     running = tp_status(done, generation=2, job=job("pending", name="demo-train-g2", generation=2))
     assert running["phase"] == "Pending" and running["lastRun"]["jobName"] == "demo-train-g2"
+
+
+def test_a_rejected_job_is_a_failure_with_the_servers_reason():
+    from kepler_operator.errors import JobRejectedError
+
+    new = tp_status(problem=JobRejectedError("Job demo-train-g1 was rejected: exceeded quota"))
+    assert new["phase"] == "Failed" and conds(new)["Ready"] == ("False", "JobRejected")
+    assert "exceeded quota" in next(c for c in new["conditions"] if c["type"] == "Ready")["message"]
