@@ -133,7 +133,7 @@ def same_samples(a: Path, b: Path) -> int:
         key = lambda s: tuple(sorted(s.labels.items()))  # noqa: E731
         sa, sb = sorted(ra.get(name), key=key), sorted(rb.get(name), key=key)
         assert [key(s) for s in sa] == [key(s) for s in sb], name
-        for x, y in zip(sa, sb):
+        for x, y in zip(sa, sb, strict=True):
             np.testing.assert_array_equal(x.timestamps, y.timestamps)
             np.testing.assert_array_equal(x.values, y.values)
     return ra.sample_count

@@ -97,8 +97,9 @@ def test_query_failures_exit_with_their_code_and_leave_nothing(session_prometheu
 
 def test_train_without_power_metrics_exits_5(session_prometheus, tmp_path):
     # Only container metrics: the node energy counters are outside the prefix.
-    proc, summary = kepler_model("train", *window(session_prometheus, hours=0.5), "--metric-prefix", "kepler_container_",
-                                 "-e", "rapl-sysfs", "--data-path", str(tmp_path / "data"), cwd=tmp_path)
+    proc, summary = kepler_model("train", *window(session_prometheus, hours=0.5),
+                                 "--metric-prefix", "kepler_container_", "-e", "rapl-sysfs",
+                                 "--data-path", str(tmp_path / "data"), cwd=tmp_path)
     assert proc.returncode == 5, proc.stderr
     assert summary["error"]["reason"] == "NoPowerMetrics"
     assert not (tmp_path / "data" / "models").exists() or not any((tmp_path / "data" / "models").iterdir())

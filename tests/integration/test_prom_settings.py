@@ -154,7 +154,7 @@ def test_the_fast_parser_agrees_with_a_full_json_decode():
     fast = prom.parse_matrix(_answer(SERIES))
     slow = prom._parse_matrix_json(_answer(SERIES), "q")
     assert [s.labels for s in fast] == [s.labels for s in slow] == [s["metric"] for s in SERIES]
-    for a, b in zip(fast, slow):
+    for a, b in zip(fast, slow, strict=True):
         np.testing.assert_array_equal(a.timestamps, b.timestamps)
         np.testing.assert_array_equal(a.values, b.values)
     assert math.isnan(fast[0].values[2]) and fast[0].values[3] == math.inf and fast[0].values[5] == 1e300

@@ -161,7 +161,7 @@ class KeplerData:
         for component, watts in power.items():
             source = "acpi" if component == "platform" else "rapl-sysfs"
             idle = np.full(exporter.samples, self.truth[component].idle)
-            for mode, part in zip(MODES, (idle, watts - idle)):
+            for mode, part in zip(MODES, (idle, watts - idle), strict=True):
                 millijoules = np.round(part * self.step * 1000)
                 labels = {**base, "mode": mode, "source": source}
                 if component != "platform":
@@ -194,7 +194,7 @@ class KeplerData:
 def render_series(s: RawSeries) -> str:
     labels = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(s.labels.items()))
     head = f"{s.name}{{{labels}}} "
-    return "".join(f"{head}{v!r} {t}\n" for t, v in zip(s.timestamps.tolist(), s.values.tolist()))
+    return "".join(f"{head}{v!r} {t}\n" for t, v in zip(s.timestamps.tolist(), s.values.tolist(), strict=True))
 
 
 def _escape(value: str) -> str:

@@ -191,8 +191,7 @@ def add_prometheus_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--label-filter", type=_label_filter, action="append", default=[], metavar="K=V",
                        help="only series with this label (repeatable; also K!=V, K=~RE, K!~RE), e.g. "
                             "instance=node-1:9102 when several Kepler exporters share one Prometheus")
-    group.add_argument("-tm", "--thirdparty-metrics", nargs="+", action="extend", metavar="METRIC",
-                       default=_env_list("PROM_THIRDPARTY_METRICS"),
+    group.add_argument("-tm", "--thirdparty-metrics", nargs="+", action="extend", metavar="METRIC", default=None,
                        help="extra metric names to fetch (default: $PROM_THIRDPARTY_METRICS)")
     group.add_argument("--benchmark", metavar="FILE", default=None,
                        help="JSON file whose startTimeUTC/endTimeUTC give the window (or a CPE Benchmark)")
@@ -217,13 +216,18 @@ def settings_from_args(args: argparse.Namespace) -> PromSettings:
         return PromSettings(
             server=args.server, start=start, end=end, step=args.step, metric_prefix=args.metric_prefix,
             label_filters=tuple(LabelMatcher.parse(f) if isinstance(f, str) else f for f in args.label_filter or ()),
-            thirdparty_metrics=tuple(dict.fromkeys(m for item in (args.thirdparty_metrics or ())
-                                                   for m in item.split(",") if m)),
+            thirdparty_metrics=_thirdparty(args.thirdparty_metrics),
             bearer_token_file=args.bearer_token_file, ca_file=args.ca_file,
             insecure_skip_tls_verify=args.insecure_skip_tls_verify, timeout=args.timeout,
             retries=args.retries, concurrency=args.concurrency)
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
         raise _settings_error(exc) from None
+
+
+def _thirdparty(given: list[str] | None) -> tuple[str, ...]:
+    # default None, not the environment's list: argparse's "extend" appends to a default in place
+    items = _env_list("PROM_THIRDPARTY_METRICS") if given is None else given
+    return tuple(dict.fromkeys(m for item in items for m in item.split(",") if m))
 
 
 def _settings_error(exc: ValueError) -> Exception:
@@ -442,8 +446,9 @@ def _error_text_from_bytes(text: str) -> str:
 
 def _short_reason(exc: Exception) -> str:
     text = str(exc)
-    for pattern in (r"\[Errno -?\d+\] [^'\")]+", r"Read timed out[^'\")]*", r"timed out", r"certificate verify failed[^'\")]*",
-                    r"Name or service not known", r"too many \d+ error responses"):
+    for pattern in (r"\[Errno -?\d+\] [^'\")]+", r"Read timed out[^'\")]*", r"timed out",
+                    r"certificate verify failed[^'\")]*", r"Name or service not known",
+                    r"too many \d+ error responses"):
         found = re.search(pattern, text)
         if found:
             return found.group(0).strip().rstrip(".")
