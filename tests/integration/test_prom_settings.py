@@ -181,3 +181,12 @@ def test_output_path_follows_upstreams_convention(tmp_path):
     assert prom.output_path("kepler_query", tmp_path) == tmp_path / "kepler_query.json"
     assert prom.output_path("elsewhere/q.json", tmp_path) == prom.Path("elsewhere/q.json")
     assert prom.output_path("/abs/q", tmp_path) == prom.Path("/abs/q")
+
+
+@pytest.mark.parametrize("url, remote", [
+    ("https://prometheus-k8s.openshift-monitoring.svc:9091", True), ("http://10.0.0.5:9090/prom", True),
+    ("http://localhost:9090", False), ("http://127.0.0.1:9090", False), ("http://[::1]:9090", False),
+    ("http://user:pw@127.0.0.1:9090/x", False),
+])
+def test_compression_is_asked_for_only_over_a_network(url, remote):
+    assert prom._remote(url) is remote
