@@ -393,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     command = next((a for a in raw if not a.startswith("-")), None)
     parser = build_parser(command)
     args = parser.parse_args(argv)
-    args.server_given = any(a in ("-s", "--server") or a.startswith("--server=") for a in raw)
+    explicit = any(a == "--server" or a.startswith(("--server=", "-s")) for a in raw)
+    args.server_given = explicit or (not getattr(args, "input", "") and "PROM_SERVER" in os.environ)
     quiet, verbose = getattr(args, "quiet", False), getattr(args, "verbose", False)  # `serve` has neither
     progress = Progress(enabled=not quiet and (verbose or (sys.stderr.isatty() and not os.environ.get("CI"))))
     log = args.termination_log

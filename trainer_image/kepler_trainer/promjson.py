@@ -233,11 +233,19 @@ def load(path: str | os.PathLike[str], keep: Callable[[str], bool] = lambda name
 # -- writing ---------------------------------------------------------------------------------------
 
 
-def _format_numbers(arr: np.ndarray) -> list[str]:
-    """Shortest round-trip text of each number; integers without a fraction (as Prometheus writes)."""
-    if arr.size and np.all(np.isfinite(arr)) and np.all(arr == np.floor(arr)) and np.all(np.abs(arr) < 2**53):
-        return [str(v) for v in arr.astype(np.int64).tolist()]
-    return [_go_float(v) for v in arr.tolist()]
+def _format_numbers(arr: np.ndarray) -> list[bytes]:
+    """Round-trip text of each number: integers without a fraction, as Prometheus writes them.
+
+    orjson formats a whole list in C; only non-finite values (which JSON cannot carry) take the slow path.
+    """
+    if not arr.size:
+        return []
+    finite = np.isfinite(arr)
+    if finite.all():
+        if np.all(arr == np.floor(arr)) and np.all(np.abs(arr) < 2**53):
+            return orjson.dumps(arr.astype(np.int64).tolist())[1:-1].split(b",")
+        return orjson.dumps(arr.tolist())[1:-1].split(b",")
+    return [_go_float(v).encode() for v in arr.tolist()]
 
 
 def _go_float(v: float) -> str:
@@ -251,8 +259,8 @@ def _go_float(v: float) -> str:
 def _series_json(series: Series) -> bytes:
     ts = _format_numbers(series.timestamps)
     vs = _format_numbers(series.values)
-    values = ",".join(f'[{t},"{v}"]' for t, v in zip(ts, vs))
-    return b'{"metric":' + orjson.dumps(dict(series.labels)) + b',"values":[' + values.encode() + b"]}"
+    values = b",".join([b"[" + t + b',"' + v + b'"]' for t, v in zip(ts, vs)])
+    return b'{"metric":' + orjson.dumps(dict(series.labels)) + b',"values":[' + values + b"]}"
 
 
 def iter_json(result: QueryResult) -> Iterable[bytes]:
