@@ -10,8 +10,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest

@@ -10,8 +10,9 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -42,7 +43,7 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
                "--abs-trainers", "LinearRegressionTrainer,SGDRegressorTrainer,GradientBoostingRegressorTrainer",
                "--dyn-trainers", "SGDRegressorTrainer,GradientBoostingRegressorTrainer",
                "--machine-spec", str(spec), "-q"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     return work / "models"
 
@@ -62,7 +63,7 @@ def on_disk(models_dir: Path) -> list[dict[str, Any]]:
         model_dir = meta.parent
         source, output_type, group = model_dir.parts[-4:-1]
         found.append({**json.loads(meta.read_text()), "_source": source, "_ot": output_type, "_fg": group,
-                      "_dir": model_dir, "_path": "/".join((PIPELINE, source, output_type, group, model_dir.name))})
+                      "_dir": model_dir, "_path": f"{PIPELINE}/{source}/{output_type}/{group}/{model_dir.name}"})
     return found
 
 

@@ -19,10 +19,9 @@ import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
-
 from kepler_trainer import pipeline
 
 COMPONENTS = {"rapl-sysfs": ("package", "core", "uncore", "dram"), "acpi": ("platform",)}
@@ -139,7 +138,7 @@ class ServerProcess:
                      "--port", str(self.port), "--workers", str(workers), "--log-level", "warning", *extra]
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def __enter__(self) -> ServerProcess:
+    def __enter__(self) -> Self:
         self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -153,7 +152,7 @@ class ServerProcess:
         self.__exit__()
         raise RuntimeError("the server did not start within 30 s")
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:

@@ -8,10 +8,15 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from kepler_trainer.serve.catalog import Catalog
 from kepler_trainer.serve.errors import StaleSnapshot
-from tests.integration.test_serve_support import FakeModel, publish, write_pipeline, zip_names
+
+from tests.integration.test_serve_support import (
+    FakeModel,
+    publish,
+    write_pipeline,
+    zip_names,
+)
 
 SGD = FakeModel("SGDRegressorTrainer", mae=5.0)
 GBR = FakeModel("GradientBoostingRegressorTrainer", mae=3.0)

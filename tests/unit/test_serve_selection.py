@@ -5,13 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from kepler_trainer.serve.catalog import Catalog, Pipeline
 from kepler_trainer.serve.errors import InvalidRequest, NoMatchingModel
-from kepler_trainer.serve.schema import MachineSpec, canonical_source, normalize_processor
-from kepler_trainer.serve.selection import (
-    Criteria, best_models, choose_pipeline, covering_node_types, jaccard, parse_filter, select, similarity,
+from kepler_trainer.serve.schema import (
+    MachineSpec,
+    canonical_source,
+    normalize_processor,
 )
+from kepler_trainer.serve.selection import (
+    Criteria,
+    best_models,
+    choose_pipeline,
+    covering_node_types,
+    jaccard,
+    parse_filter,
+    select,
+    similarity,
+)
+
 from tests.integration.test_serve_support import FakeModel, publish
 
 BPF = frozenset({"bpf_cpu_time_ms", "bpf_page_cache_hit", "cpu_architecture"})
@@ -138,7 +149,7 @@ def test_filters_are_thresholds_and_feature_sets(tmp_path: Path) -> None:
         FakeModel("SGDRegressorTrainer", mae=9.0, extra_metadata={"abs_max_corr": 0.9}),
         FakeModel("XgboostFitTrainer", mae=1.0, feature_group="CounterOnly", extra_metadata={"abs_max_corr": 0.2}),
     ])
-    pick = lambda text: select(pipeline, crit(conditions=parse_filter(text))).entry.model_name  # noqa: E731
+    pick = lambda text: select(pipeline, crit(conditions=parse_filter(text))).entry.model_name
     assert pick("") == "XgboostFitTrainer_0"
     assert pick("abs_max_corr:0.5") == "SGDRegressorTrainer_0"
     assert pick("features:bpf_cpu_time_ms,bpf_page_cache_hit") == "SGDRegressorTrainer_0"

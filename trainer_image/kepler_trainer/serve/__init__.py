@@ -18,7 +18,7 @@ import orjson
 
 from .app import DEFAULT_MAX_BODY_BYTES, create_app
 
-__all__ = ["add_arguments", "run", "create_app", "app_from_env"]
+__all__ = ["add_arguments", "app_from_env", "create_app", "run"]
 
 CONFIG_ENV = "KEPLER_MODEL_SERVE_CONFIG"
 """How `run` hands the options to uvicorn's worker processes (they import `app_from_env`)."""
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def app_from_env():  # noqa: ANN201 - uvicorn factory
+def app_from_env():
     """The app for a uvicorn worker, configured by `run` through the environment."""
     config = orjson.loads(os.environ[CONFIG_ENV])
     return create_app(Path(config.pop("models_dir")), **config)

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Any
 from urllib.parse import parse_qsl
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-import orjson
 from prometheus_client import CollectorRegistry, disable_created_metrics
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -178,7 +179,7 @@ class Front:
         if body is not None:
             replayed = False
 
-            async def receive() -> Message:  # noqa: F811 - the replay replaces the original
+            async def receive() -> Message:
                 nonlocal replayed
                 if not replayed:
                     replayed = True
@@ -208,7 +209,5 @@ def _query(scope: Scope) -> dict[str, str]:
 
 
 async def _send_reply(send: Send, reply: Reply) -> None:
-    headers = [(b"content-type", reply.media_type.encode()), (b"content-length", str(len(reply.body)).encode())]
-    headers += [(k.lower().encode(), v.encode("latin-1", "replace")) for k, v in reply.headers]
-    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    await send({"type": "http.response.start", "status": reply.status, "headers": reply.asgi_headers})
     await send({"type": "http.response.body", "body": reply.body})

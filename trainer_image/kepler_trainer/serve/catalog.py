@@ -23,14 +23,21 @@ import os
 import threading
 import time
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import orjson
 
 from .errors import StaleSnapshot
-from .schema import MODEL_NAME_RE, OUTPUT_TYPES, _NAME_RE, canonical_source, normalize_processor
+from .schema import (
+    _NAME_RE,
+    MODEL_NAME_RE,
+    OUTPUT_TYPES,
+    canonical_source,
+    normalize_processor,
+)
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +118,7 @@ class Snapshot:
     pipelines: dict[str, Pipeline]
     by_path: dict[str, ModelEntry]
     scanned_ns: int
+    answers: AnswerCache = field(default_factory=lambda: AnswerCache())
 
     @classmethod
     def of(cls, pipelines: dict[str, Pipeline]) -> Snapshot:
@@ -120,6 +128,29 @@ class Snapshot:
     def models(self) -> Iterator[ModelEntry]:
         for pipeline in self.pipelines.values():
             yield from pipeline.models
+
+
+class AnswerCache:
+    """Successful answers of one snapshot, by request (it dies with the snapshot, so never stale).
+
+    Kepler's requests repeat byte for byte across the nodes of a cluster; an answer computed once
+    is sent again without parsing or selecting. Bounded in entries and in archive bytes.
+    """
+
+    MAX_ENTRIES = 4096
+    MAX_BYTES = 64 * 1024 * 1024
+
+    def __init__(self) -> None:
+        self._answers: dict[Any, Any] = {}
+        self._bytes = 0
+
+    def get(self, key: Any) -> Any:
+        return self._answers.get(key)
+
+    def put(self, key: Any, answer: Any, size: int = 0) -> None:
+        if len(self._answers) < self.MAX_ENTRIES and self._bytes + size <= self.MAX_BYTES:
+            self._answers[key] = answer
+            self._bytes += size
 
 
 class Catalog:

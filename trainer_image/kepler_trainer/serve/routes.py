@@ -8,8 +8,9 @@ through the app's fast path (app.py), which skips FastAPI's per-request machiner
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Annotated, Any, Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Body, Path, Query, Request, Response
@@ -18,25 +19,50 @@ from .catalog import Catalog, ModelEntry, Snapshot
 from .errors import InvalidRequest, NotFound, NotReady, ServeError, StaleSnapshot
 from .metrics import RequestMetrics
 from .schema import (
-    DEFAULT_SOURCE, FEATURE_PATTERN, OUTPUT_TYPES, ErrorBody, ModelRequest, canonical_source, check_name, check_output_type,
+    DEFAULT_SOURCE,
+    FEATURE_PATTERN,
+    OUTPUT_TYPES,
+    ErrorBody,
+    ModelRequest,
+    canonical_source,
+    check_name,
+    check_output_type,
     parse_model_request,
 )
-from .selection import Choice, Criteria, best_models, choose_pipeline, parse_filter, select
+from .selection import (
+    Choice,
+    Criteria,
+    best_models,
+    choose_pipeline,
+    parse_filter,
+    select,
+)
 
 JSON = "application/json"
 ZIP = "application/zip"
 STALE_RETRIES = 3
+MAX_CACHED_KEY = 4096
+"""Bodies up to this size are cache keys (Kepler's are under 2 kB); larger ones are answered afresh."""
 _FEATURE = re.compile(FEATURE_PATTERN)
 
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """A complete answer: status, media type, body bytes and extra headers."""
+    """A complete answer: status, media type, body bytes and extra headers (ASGI form precomputed)."""
 
     status: int
     body: bytes
     media_type: str = JSON
     headers: tuple[tuple[str, str], ...] = ()
+    asgi_headers: list[tuple[bytes, bytes]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        encoded = [(b"content-type", self.media_type.encode()), (b"content-length", b"%d" % len(self.body))]
+        encoded += [(k.lower().encode(), v.encode("latin-1", "replace")) for k, v in self.headers]
+        object.__setattr__(self, "asgi_headers", encoded)
+
+
+Answer = tuple[Reply, "Choice | None"]
 
 
 def error_reply(exc: ServeError) -> Reply:
@@ -53,13 +79,18 @@ class Service:
 
     # -- selection ---------------------------------------------------------------------------
     def post_model(self, body: bytes) -> Reply:
-        try:
-            raw = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise InvalidRequest("the body is not valid JSON") from None
-        return self.answer_model_request(parse_model_request(raw))
+        def answer(snapshot: Snapshot) -> Answer:
+            try:
+                raw = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                raise InvalidRequest("the body is not valid JSON") from None
+            return self._selected(snapshot, parse_model_request(raw))
+        return self._answer(answer, ("POST /model", body) if len(body) <= MAX_CACHED_KEY else None)
 
     def answer_model_request(self, request: ModelRequest) -> Reply:
+        return self._answer(lambda snapshot: self._selected(snapshot, request))
+
+    def _selected(self, snapshot: Snapshot, request: ModelRequest) -> Answer:
         if request.trainer_name:
             check_name(request.trainer_name, "trainer_name")
         if request.pipeline_name:
@@ -72,51 +103,50 @@ class Service:
             spec=request.machine_spec.attrs() if request.machine_spec else None,
             loose=request.loose_node_type,
         )
-        return self._retrying(lambda snap: self._chosen(snap, criteria, request.pipeline_name, request.weight))
+        return self._chosen(snapshot, criteria, request.pipeline_name, request.weight)
 
-    def _chosen(self, snapshot: Snapshot, criteria: Criteria, pipeline_name: str, weight: bool) -> Reply:
+    def _chosen(self, snapshot: Snapshot, criteria: Criteria, pipeline_name: str, weight: bool) -> Answer:
         pipeline = choose_pipeline(snapshot.pipelines, criteria.source, pipeline_name, self.default_pipeline)
         choice = select(pipeline, criteria)
-        self.metrics.selected(choice.entry, choice.node_type_match)
         if weight:
-            return Reply(200, choice.entry.weight_answer or b"", JSON, _model_headers(choice.entry, choice))
-        return self._zip(snapshot, choice.entry, choice)
+            return Reply(200, choice.entry.weight_answer or b"", JSON, _model_headers(choice.entry, choice)), choice
+        return self._zip(snapshot, choice.entry, choice), choice
 
     def best_models(self, params: Mapping[str, str]) -> Reply:
-        source = canonical_source(_name_param(params, "energy-source", DEFAULT_SOURCE))
-        output_type = params.get("output-type")
-        output_types = (check_output_type(output_type),) if output_type else OUTPUT_TYPES
-        group = _name_param(params, "feature-group", "") or None
-        node_type = _int_param(params, "node-type", -1)
-        conditions = parse_filter(params.get("filter", ""))
-        pipeline_name = _name_param(params, "pipeline-name", "")
-
-        def answer(snapshot: Snapshot) -> Reply:
-            pipeline = choose_pipeline(snapshot.pipelines, source, pipeline_name, self.default_pipeline)
+        def answer(snapshot: Snapshot) -> Answer:
+            source = canonical_source(_name_param(params, "energy-source", DEFAULT_SOURCE))
+            output_type = params.get("output-type")
+            output_types = (check_output_type(output_type),) if output_type else OUTPUT_TYPES
+            group = _name_param(params, "feature-group", "") or None
+            node_type = _int_param(params, "node-type", -1)
+            conditions = parse_filter(params.get("filter", ""))
+            pipeline = choose_pipeline(snapshot.pipelines, source, _name_param(params, "pipeline-name", ""),
+                                       self.default_pipeline)
             best = best_models(pipeline, source, output_types, group, node_type, conditions)
-            return Reply(200, orjson.dumps(best), JSON, (("X-Model-Pipeline", pipeline.name),))
-        return self._retrying(answer)
+            return Reply(200, orjson.dumps(best), JSON, (("X-Model-Pipeline", pipeline.name),)), None
+        return self._answer(answer, ("GET /best-models", _key(params)))
 
     # -- by name -----------------------------------------------------------------------------
     def model_zip(self, model_type: str, params: Mapping[str, str]) -> Reply:
-        path, short = _split_model_type(model_type, ".zip")
-        if short:
-            criteria = _short_criteria(short, params, weight=False)
-            return self._retrying(lambda s: self._chosen(s, criteria, _name_param(params, "pipeline-name", ""), False))
-        return self._retrying(lambda s: self._zip(s, _lookup(s, path), None))
+        def answer(snapshot: Snapshot) -> Answer:
+            path, short = _split_model_type(model_type, ".zip")
+            if short:
+                criteria = _short_criteria(short, params, weight=False)
+                return self._chosen(snapshot, criteria, _name_param(params, "pipeline-name", ""), False)
+            return self._zip(snapshot, _lookup(snapshot, path), None), None
+        return self._answer(answer, ("GET /models", model_type, _key(params)))
 
     def model_weights(self, model_type: str, params: Mapping[str, str]) -> Reply:
-        path, short = _split_model_type(model_type, ".json")
-        if short:
-            criteria = _short_criteria(short, params, weight=True)
-            return self._retrying(lambda s: self._chosen(s, criteria, _name_param(params, "pipeline-name", ""), True))
-
-        def answer(snapshot: Snapshot) -> Reply:
+        def answer(snapshot: Snapshot) -> Answer:
+            path, short = _split_model_type(model_type, ".json")
+            if short:
+                criteria = _short_criteria(short, params, weight=True)
+                return self._chosen(snapshot, criteria, _name_param(params, "pipeline-name", ""), True)
             entry = _lookup(snapshot, path)
             if entry.weight_file is None:
                 raise NotFound(f"model {path} has no weight file (only linear and curve-fit trainers have one)")
-            return Reply(200, entry.weight_file, JSON, _model_headers(entry, None))
-        return self._retrying(answer)
+            return Reply(200, entry.weight_file, JSON, _model_headers(entry, None)), None
+        return self._answer(answer, ("GET /model-weights", model_type, _key(params)))
 
     def pipelines(self) -> Reply:
         snapshot = self.catalog.snapshot()
@@ -146,17 +176,32 @@ class Service:
                    ("Content-Disposition", f'attachment; filename="{entry.model_name}.zip"'))
         return Reply(200, data, ZIP, headers)
 
-    def _retrying(self, answer: Callable[[Snapshot], Reply]) -> Reply:
-        """Answer from the current snapshot; when its pipeline vanished mid-request, rescan and retry."""
+    def _answer(self, answer: Callable[[Snapshot], Answer], key: Hashable | None = None) -> Reply:
+        """Answer from the current snapshot (or its cache of answers); when a pipeline vanished
+        mid-request (StaleSnapshot), rescan and answer again."""
         for _ in range(STALE_RETRIES):
             snapshot = self.catalog.snapshot()
             if not self.catalog.ready:
                 raise NotReady(self.catalog.error or "not ready")
-            try:
-                return answer(snapshot)
-            except StaleSnapshot:
-                self.catalog.invalidate()
+            cached = snapshot.answers.get(key) if key is not None else None
+            if cached is not None:
+                reply, choice = cached
+            else:
+                try:
+                    reply, choice = answer(snapshot)
+                except StaleSnapshot:
+                    self.catalog.invalidate()
+                    continue
+                if key is not None:
+                    snapshot.answers.put(key, (reply, choice), len(reply.body) if reply.media_type == ZIP else 0)
+            if choice is not None:
+                self.metrics.selected(choice.entry, choice.node_type_match)
+            return reply
         raise NotReady("the pipeline kept changing while it was read; retry")
+
+
+def _key(params: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(params.items())) if params else ()
 
 
 def _model_headers(entry: ModelEntry, choice: Choice | None) -> tuple[tuple[str, str], ...]:
@@ -169,8 +214,7 @@ def _model_headers(entry: ModelEntry, choice: Choice | None) -> tuple[tuple[str,
 def _split_model_type(model_type: str, suffix: str) -> tuple[str, str | None]:
     """`<pipeline>/<source>/<ot>/<fg>/<model>[suffix]` -> (path, None); `AbsPower` -> ("", short name)."""
     parts = model_type.split("/")
-    if parts[-1].endswith(suffix):
-        parts[-1] = parts[-1][: -len(suffix)]
+    parts[-1] = parts[-1].removesuffix(suffix)
     for part in parts:
         check_name(part, "model path segment")
     if len(parts) == 1 and parts[0] in OUTPUT_TYPES:
