@@ -106,8 +106,8 @@ class Kube:
                  "firstTimestamp": now, "lastTimestamp": now, "count": 1}
         try:
             self.core.create_namespaced_event(meta["namespace"], event, _preload_content=False)
-        except ApiException as exc:
-            logging.getLogger(__name__).warning("could not post event %s: %s", reason, exc.reason)
+        except Exception as exc:  # noqa: BLE001 (an Event is best effort, whatever went wrong)
+            logging.getLogger(__name__).warning("could not post event %s: %s", reason, exc)
 
 
 def _api_message(exc: ApiException) -> str:
@@ -126,8 +126,16 @@ class State:
     written: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     indexes: dict[str, kopf.Index[Any, Any]] = dataclasses.field(default_factory=dict)
     resync: asyncio.Task[None] | None = None
+    pending_events: set[asyncio.Future[None]] = dataclasses.field(default_factory=set)
     locks: collections.defaultdict[str, asyncio.Lock] = dataclasses.field(
         default_factory=lambda: collections.defaultdict(asyncio.Lock))
+
+    def post_event(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        """Post an Event in the background: reconciling never waits for one."""
+        future = asyncio.get_running_loop().run_in_executor(None, self.kube.post_event, involved, type_, reason,
+                                                            message)
+        self.pending_events.add(future)
+        future.add_done_callback(self.pending_events.discard)
 
     def forget(self, uid: str) -> None:
         self.written.pop(uid, None)
@@ -291,8 +299,7 @@ async def reconcile(kind: str, body: Mapping[str, Any], memo: kopf.Memo, jobs_by
             await asyncio.to_thread(state.kube.patch_status, kind, meta["namespace"], meta["name"], new)
             state.written[uid] = new
             for change in status.transitions(old, new):
-                await asyncio.to_thread(state.kube.post_event, _ref(kind, body), change.type, change.reason,
-                                        change.message)
+                state.post_event(_ref(kind, body), change.type, change.reason, change.message)
 
 
 async def _run_and_prune(state: State, kind: str, body: Mapping[str, Any], plan: Plan, old: Mapping[str, Any],
@@ -308,8 +315,7 @@ async def _run_and_prune(state: State, kind: str, body: Mapping[str, Any], plan:
         name = created["metadata"]["name"]
         known[name] = created
         logger.info(f"Started Job {name} ({run.trigger}).")
-        await asyncio.to_thread(state.kube.post_event, _ref(kind, body), "Normal", "RunStarted",
-                                f"started Job {name} ({run.trigger})")
+        state.post_event(_ref(kind, body), "Normal", "RunStarted", f"started Job {name} ({run.trigger})")
     for stale in jobs.jobs_to_prune([jobs.job_view(j) for j in known.values()], plan.keep):
         await asyncio.to_thread(state.kube.delete_job, meta["namespace"], stale)
         known.pop(stale, None)

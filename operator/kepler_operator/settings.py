@@ -24,7 +24,7 @@ class OperatorSettings(BaseSettings):
     run_as_user: int = Field(1000, ge=1, description="UID (and GID, fsGroup) the Jobs run as; never root.")
     resync_seconds: float = Field(60.0, gt=0, description="Re-check every resource this often.")
     liveness_endpoint: str = Field("http://0.0.0.0:8080/healthz", description="kopf's liveness probe URL.")
-    max_workers: int = Field(8, ge=1, description="Threads for the synchronous Kubernetes calls.")
+    max_workers: int = Field(16, ge=1, description="Threads (and connections) for the blocking Kubernetes calls.")
 
     @field_validator("namespaces", mode="before")
     @classmethod
