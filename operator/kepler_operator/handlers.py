@@ -263,9 +263,8 @@ def _now() -> datetime.datetime:
 
 
 def _newest(job_bodies: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
-    ordered = sorted(job_bodies, key=lambda j: (j["metadata"].get("creationTimestamp") or "",
-                                                j["metadata"].get("name") or ""))
-    return ordered[-1] if ordered else None
+    """The latest run: creation times have a one-second resolution, so the generation breaks ties."""
+    return max(job_bodies, key=lambda j: jobs.job_view(j).order, default=None)
 
 
 async def reconcile(kind: str, body: Mapping[str, Any], memo: kopf.Memo, jobs_by_owner: kopf.Index[Any, Any],

@@ -90,6 +90,11 @@ class JobView:
     rerun: str | None = None
     schedule_time: str | None = None
 
+    @property
+    def order(self) -> tuple[str, int, str]:
+        """Sort key, oldest first (creation times have a one-second resolution)."""
+        return self.created, self.generation, self.name
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelLocation:
@@ -151,7 +156,7 @@ def next_run(*, generation: int, status: Mapping[str, Any], jobs: Sequence[JobVi
 
 def jobs_to_prune(jobs: Sequence[JobView], keep: int) -> list[str]:
     """Finished Jobs beyond the newest `keep` runs; running ones are never pruned."""
-    newest_first = sorted(jobs, key=lambda j: (j.created, j.name), reverse=True)
+    newest_first = sorted(jobs, key=lambda j: j.order, reverse=True)
     return [j.name for j in newest_first[keep:] if j.finished]
 
 

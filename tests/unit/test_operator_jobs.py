@@ -292,3 +292,10 @@ def test_estimation_job_is_a_valid_kubernetes_job():
                               jobs.resolve_model(spec, "est", None, "pvc"), jobs.RunRequest("g1", "Created", 1), DEFAULTS)
     kubernetes_validate.validate(job, "1.33", strict=True)
     assert job["metadata"]["name"] == "est-estimate-g1"
+
+
+def test_runs_created_in_the_same_second_are_ordered_by_generation():
+    same = "2026-11-23T12:00:00Z"
+    views = [view(name="demo-train-g10", key="g10", generation=10, created=same),
+             view(name="demo-train-g9", key="g9", generation=9, created=same)]
+    assert jobs.jobs_to_prune(views, keep=1) == ["demo-train-g9"]
