@@ -136,3 +136,31 @@ def test_a_window_without_data_fails_with_the_trainers_reason(world):
     assert condition(failed, "DataAvailable") == ("False", "NoKeplerMetrics"), explain(world, "empty-train")
     assert condition(failed, "Ready")[1] == "NoKeplerMetrics"
     assert not (Path(world["volume"]) / "team" / "empty").exists()  # nothing half-written was published
+
+
+def test_the_bearer_token_secret_reaches_prometheus(world):
+    """The token Secret is mounted into the Job and sent by the trainer; a wrong one is a 4xx failure."""
+    import base64
+
+    prometheus = pytest.importorskip("tests.support.prometheus")
+    res = world["res"]
+    gateway = prometheus.GatewayProxy(world["prom"].url, token="s3cret-token")
+    try:
+        for name, token in (("right-token", "s3cret-token"), ("wrong-token", "guess")):
+            res.core.create_namespaced_secret(res.namespace, {
+                "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+                "data": {"token": base64.b64encode(token.encode()).decode()}}, _preload_content=False)
+        common = {"pipelineName": "secured", "storage": {"subPath": "secured"}}
+        res.create("TrainingPipeline", "secured", tp_spec(world, prometheus={
+            "url": gateway.url, "bearerTokenSecret": {"name": "right-token"}}, **common))
+        res.create("TrainingPipeline", "refused", tp_spec(world, prometheus={
+            "url": gateway.url, "bearerTokenSecret": {"name": "wrong-token"}},
+            pipelineName="refused", storage={"subPath": "refused"}))
+        ok = res.wait_for("TrainingPipeline", "secured", lambda r: phase(r) in ("Succeeded", "Failed"), timeout=300)
+        assert phase(ok) == "Succeeded", f"{ok['status']}\n{explain(world, 'secured-train')}"
+        refused = res.wait_for("TrainingPipeline", "refused", lambda r: phase(r) == "Failed", timeout=300)
+        assert condition(refused, "DataAvailable") == ("False", "PrometheusQueryFailed"), \
+            explain(world, "refused-train")
+        assert {status for _, status in gateway.requests} >= {200, 401}
+    finally:
+        gateway.stop()
