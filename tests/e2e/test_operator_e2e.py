@@ -68,14 +68,21 @@ def explain(world, name: str) -> str:
     return f"trainer output:\n{logs}\noperator log:\n{world['operator'].output()[-3000:]}"
 
 
-def test_training_pipeline_reaches_succeeded_with_the_real_best_model(world):
-    res, volume = world["res"], Path(world["volume"])
+@pytest.fixture(scope="module")
+def trained(world):
+    """The TrainingPipeline `e2e`, once it finished (the estimation tests build on it)."""
+    res = world["res"]
     res.create("TrainingPipeline", "e2e", tp_spec(world))
     try:
         done = res.wait_for("TrainingPipeline", "e2e", lambda r: phase(r) in ("Succeeded", "Failed"), timeout=300)
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{explain(world, 'e2e-train')}") from exc
     assert phase(done) == "Succeeded", f"{done['status']}\n{explain(world, 'e2e-train')}"
+    return done
+
+
+def test_training_pipeline_reaches_succeeded_with_the_real_best_model(world, trained):
+    res, volume, done = world["res"], Path(world["volume"]), trained
     status = done["status"]
     assert {c["type"]: c["status"] for c in status["conditions"]} == {
         "Ready": "True", "DataAvailable": "True", "Trained": "True", "Published": "True"}
@@ -97,9 +104,8 @@ def test_training_pipeline_reaches_succeeded_with_the_real_best_model(world):
     assert job["status"]["succeeded"] == 1
 
 
-def test_energy_estimation_on_the_pipeline_reaches_ready_with_its_summary(world):
+def test_energy_estimation_on_the_pipeline_reaches_ready_with_its_summary(world, trained):
     res, volume, data = world["res"], Path(world["volume"]), world["data"]
-    res.wait_for("TrainingPipeline", "e2e", lambda r: phase(r) == "Succeeded", timeout=300)
     half = data.start + (data.end - data.start) / 2
     spec = {"model": {"pipelineRef": {"name": "e2e"}, "energySource": "rapl-sysfs", "outputType": "AbsPower"},
             "input": {"prometheus": {"url": world["prom"].url},
@@ -164,3 +170,27 @@ def test_the_bearer_token_secret_reaches_prometheus(world):
         assert {status for _, status in gateway.requests} >= {200, 401}
     finally:
         gateway.stop()
+
+
+def test_energy_estimation_from_a_file_and_a_pipeline_path(world, trained):
+    """The other branches: a query-output file on the volume, and a pipeline folder instead of a reference."""
+    import subprocess
+    import sys
+
+    res, volume, data = world["res"], Path(world["volume"]), world["data"]
+    inputs = volume / "inputs"
+    query = subprocess.run(
+        [sys.executable, "-m", "kepler_trainer.cli", "query", "-s", world["prom"].url, "--start-time",
+         _iso(data.start), "--end-time", _iso(data.end), "--label-filter", f"instance={INSTANCE}",
+         "--data-path", str(inputs), "-o", "window"], capture_output=True, text=True, timeout=300)
+    assert query.returncode == 0, query.stderr
+    assert (inputs / "window.json").is_file()
+    spec = {"model": {"pipelinePath": "team/e2e_v1", "energySource": "acpi", "outputType": "AbsPower"},
+            "input": {"file": "inputs/window.json"}, "storage": {"pvcName": "models", "subPath": "from-file"}}
+    res.create("EnergyEstimation", "from-file", spec)
+    done = res.wait_for("EnergyEstimation", "from-file", lambda r: phase(r) in ("Succeeded", "Failed"), timeout=300)
+    assert phase(done) == "Succeeded", f"{done['status']}\n{explain(world, 'from-file')}"
+    assert done["status"]["resultPath"].startswith("from-file/estimations/from-file/")
+    assert (volume / done["status"]["resultPath"]).is_file()
+    components = {c["component"] for c in done["status"]["summary"]["components"]}
+    assert components == {"platform"}  # acpi measures the whole platform
