@@ -28,11 +28,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
-from kubernetes import client
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.support.apiserver import SELECTOR, OperatorProcess, Resources, ensure_namespace, kube_api, \
-    skip_reason  # noqa: E402
+from tests.support.apiserver import OperatorProcess, Resources, ensure_namespace, kube_api, skip_reason  # noqa: E402
 
 SUMMARY = json.dumps({"ok": True, "command": "train", "pipeline": "bench", "path": "/models/bench",
                       "archive": "/models/bench.zip", "models": 4, "best": [
@@ -135,7 +133,6 @@ def main() -> int:
     runs = []
     with kube_api() as kube:
         kube.apply_crds()
-        client.CoreV1Api(kube.client)  # warm the client
         for i in range(args.repeat):
             run = one_run(kube, args.count)
             runs.append(run)

@@ -93,7 +93,6 @@ class Kube:
             if exc.status != 404:
                 raise
 
-
     def post_event(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         """Record a Kubernetes Event on a resource; losing one is not worth failing a reconcile."""
         meta = involved["metadata"]

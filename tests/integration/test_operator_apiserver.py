@@ -12,7 +12,6 @@ import time
 import uuid
 
 import pytest
-from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from tests.support.apiserver import SELECTOR, OperatorProcess, Resources, condition, ensure_namespace, kube_api, \
@@ -344,7 +343,6 @@ def test_a_secret_is_mounted_for_the_token(kube, ns, res, operator):
     command = pod["containers"][0]["command"]
     assert command[command.index("--bearer-token-file") + 1].endswith("/token")
     assert command[command.index("--ca-file") + 1].endswith("/ca.crt")
-    assert isinstance(client.BatchV1Api, type)
 
 
 def test_a_schedule_starts_runs_on_time_and_keeps_the_last_n(kube, ns, res):
