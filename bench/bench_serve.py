@@ -1,10 +1,11 @@
 """Benchmark the model server against nginx serving the same weight files, with wrk on loopback.
 
-    python bench/bench_serve.py [--duration 5] [--rounds 3] [--workers 2] [--connections 32] [--router]
+    python bench/bench_serve.py [--duration 5] [--rounds 3] [--workers 2] [--connections 32]
+                                [--servers granian,uvicorn] [--router]
 
 Lays out a pipeline of 100 models (2 sources x 2 output types x 5 feature groups x 5 trainers;
-60 of them have weight files) in a temp folder, starts `python -m kepler_trainer.serve` and a plain
-nginx process (same number of workers) over it, and runs wrk (one thread, a Lua script cycling
+60 of them have weight files) in a temp folder, starts `python -m kepler_trainer.serve` (with granian and with uvicorn) and a
+plain nginx process (same number of workers) over it, and runs wrk (one thread, a Lua script cycling
 through every weight path or POST body) against each in turn, alternating for --rounds rounds.
 Prints the median req/s and p99 per target and the ratio to nginx, plus the server's peak RSS.
 Targets (issue 4): weights >= 2000 req/s with p99 < 20 ms, and >= half of nginx's rate.
@@ -188,7 +189,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2, help="uvicorn workers and nginx worker_processes")
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--router", action="store_true", help="also measure with --no-fast-path (FastAPI routing)")
+    parser.add_argument("--servers", default="granian,uvicorn", help="HTTP servers to measure (comma list)")
+    parser.add_argument("--router", action="store_true", help="also measure uvicorn with --no-fast-path")
     args = parser.parse_args()
     for tool in ("wrk", "nginx"):
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
@@ -207,43 +209,46 @@ def main() -> int:
             "POST /model zip": lua_script(work, "post_zip", "POST", post_bodies(False)),
         }
         results: dict[str, list[dict]] = {}
+        peaks: dict[str, float] = {}
         nginx, nginx_url = start_nginx(work, models, args.workers)
+        servers: dict[str, tuple[subprocess.Popen, str]] = {}
         try:
-            server, server_url = start_server(models, args.workers)
-            rss = PeakRss(server.pid)
-            try:
-                for url in (nginx_url, server_url):  # both answer the same bytes before anything is timed
-                    assert httpx.get(url + paths[0]).content == (models / paths[0][len("/model-weights/"):]).read_bytes()
-                for _ in range(args.rounds):
-                    results.setdefault("nginx GET /model-weights", []).append(
-                        wrk(nginx_url, scripts["GET /model-weights"], args.duration, args.connections))
+            for name in args.servers.split(","):
+                servers[name] = start_server(models, args.workers, "--server", name)
+            samplers = {name: PeakRss(proc.pid) for name, (proc, _) in servers.items()}
+            for _, url in (("nginx", nginx_url), *servers.values()):  # same bytes everywhere before timing
+                assert httpx.get(url + paths[0]).content == (models / paths[0][len("/model-weights/"):]).read_bytes()
+            for _ in range(args.rounds):
+                results.setdefault("nginx GET /model-weights", []).append(
+                    wrk(nginx_url, scripts["GET /model-weights"], args.duration, args.connections))
+                for server_name, (_, url) in servers.items():
                     for name, script in scripts.items():
-                        results.setdefault(f"server {name}", []).append(
-                            wrk(server_url, script, args.duration, args.connections))
-            finally:
-                peak = rss.stop()
-                stop(server)
+                        results.setdefault(f"{server_name} {name}", []).append(
+                            wrk(url, script, args.duration, args.connections))
+            peaks = {name: sampler.stop() for name, sampler in samplers.items()}
             if args.router:
-                router, router_url = start_server(models, args.workers, "--no-fast-path")
-                try:
-                    for name in ("GET /model-weights", "POST /model weight"):
-                        results[f"router {name}"] = [wrk(router_url, scripts[name], args.duration, args.connections)]
-                finally:
-                    stop(router)
+                router = start_server(models, args.workers, "--server", "uvicorn", "--no-fast-path")
+                servers["router"] = router
+                for name in ("GET /model-weights", "POST /model weight"):
+                    results[f"uvicorn, no fast path: {name}"] = [wrk(router[1], scripts[name], args.duration,
+                                                                     args.connections)]
         finally:
+            for proc, _ in servers.values():
+                stop(proc)
             stop(nginx)
     print(f"pipeline: {len(SOURCES) * len(OUTPUT_TYPES) * len(GROUPS) * len(TRAINERS)} models, {len(paths)} weight "
           f"files; wrk -t1 -c{args.connections} -d{args.duration}s; {args.workers} workers each; "
           f"{args.rounds} rounds; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}")
     nginx_rps = statistics.median(r["rps"] for r in results["nginx GET /model-weights"])
-    print(f"{'target':34} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} {'vs nginx':>8}")
+    print(f"{'target':44} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} {'vs nginx':>8}")
     for name, runs in results.items():
         rps = statistics.median(r["rps"] for r in runs)
         p50 = statistics.median(r["p50_us"] for r in runs) / 1000
         p99 = statistics.median(r["p99_us"] for r in runs) / 1000
         errors = sum(r["non2xx"] + r["socket_errors"] for r in runs)
-        print(f"{name:34} {rps:9.0f} {p50:7.2f} {p99:7.2f} {errors:6d} {rps / nginx_rps:8.2f}")
-    print(f"server peak RSS (all workers): {peak:.0f} MiB; wall time {time.perf_counter() - started:.0f} s")
+        print(f"{name:44} {rps:9.0f} {p50:7.2f} {p99:7.2f} {errors:6d} {rps / nginx_rps:8.2f}")
+    rss = ", ".join(f"{name} {peak:.0f} MiB" for name, peak in peaks.items())
+    print(f"server peak RSS (all workers): {rss}; wall time {time.perf_counter() - started:.0f} s")
     return 0
 
 

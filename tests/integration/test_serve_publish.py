@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import io
 import json
 import os
@@ -73,10 +74,12 @@ async def hammer(url: str, stop: threading.Event, tally: Counter, problems: list
                     problems.append(f"{path}: weights of one version, headers of another")
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_publish_while_serving(tmp_path: Path, workers: int) -> None:
+@pytest.mark.parametrize(("server_name", "workers"), [("uvicorn", 1), ("granian", 2)])
+def test_publish_while_serving(tmp_path: Path, server_name: str, workers: int) -> None:
+    if importlib.util.find_spec(server_name) is None:
+        pytest.skip(f"{server_name} is not installed")
     publish(tmp_path, "p", version(1))
-    with ServerProcess(tmp_path, workers=workers) as server:
+    with ServerProcess(tmp_path, "--server", server_name, workers=workers) as server:
         stop, tally, problems = threading.Event(), Counter(), []
 
         async def clients() -> None:

@@ -26,10 +26,20 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 MODEL_LABELS = ["pipeline", "source", "output_type", "feature_group", "model"]
 
 
+def follow_multiprocess_setting() -> None:
+    """Store metric values in PROMETHEUS_MULTIPROC_DIR when it is set, even if prometheus-client was
+    imported before it was (granian forks its workers from the process that set it)."""
+    from prometheus_client import values
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        values.ValueClass = values.get_value_class()
+
+
 class RequestMetrics:
     """Counters and latencies of the server's own requests, labelled by route template."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        follow_multiprocess_setting()
         self.requests = Counter("kepler_model_server_requests", "HTTP requests answered",
                                 ["route", "method", "status"], registry=registry)
         self.latency = Histogram("kepler_model_server_request_duration_seconds",
