@@ -7,10 +7,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-
 from kepler_trainer.serve import create_app
 from kepler_trainer.serve.app import route_of
+from prometheus_client.parser import text_string_to_metric_families
+
 from tests.integration.test_serve_support import FakeModel, publish
 
 BODY = {"metrics": ["bpf_cpu_time_ms", "bpf_page_cache_hit"], "output_type": "AbsPower", "weight": True}
