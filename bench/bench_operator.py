@@ -8,7 +8,8 @@ Starts the CRD apiserver on free ports (or uses $KUBECONFIG), applies the CRDs, 
 * jobs_s:    from the first create until all N Jobs exist (target: < 20 s);
 * status_s:  from the moment the last Job is marked complete (this script plays the Job controller:
              a pod with the trainer's termination summary, then the Job's Complete condition)
-             until all N statuses are Succeeded (target: < 30 s);
+             until all N statuses are Succeeded (target: < 30 s); status_from_first_s counts from
+             the first completion (complete_s is how long marking all N took);
 * rss_mb:    the operator's peak resident memory, sampled every 50 ms (target: < 200 MB).
 
 Prints one line per repeat and the medians. Needs the CRD apiserver binaries (see
@@ -109,6 +110,7 @@ def one_run(kube, count: int) -> dict[str, float]:
             applied = time.monotonic()
             jobs_done = wait_until(lambda: len(res.jobs()) >= count, 120, f"{count} Jobs")
             jobs = res.jobs()
+            completing = time.monotonic()
             list(pool.map(lambda job: complete(res, job), jobs))
             completed = time.monotonic()
         statuses_done = wait_until(lambda: count_succeeded(res) >= count, 120, f"{count} Succeeded statuses")
@@ -117,7 +119,8 @@ def one_run(kube, count: int) -> dict[str, float]:
     finally:
         rss = memory.stop()
         operator.close()
-    return {"apply_s": applied - t0, "jobs_s": jobs_done - t0, "status_s": statuses_done - completed,
+    return {"apply_s": applied - t0, "jobs_s": jobs_done - t0, "complete_s": completed - completing,
+            "status_s": statuses_done - completed, "status_from_first_s": statuses_done - completing,
             "rss_mb": rss / 2**20}
 
 
@@ -140,7 +143,8 @@ def main() -> int:
     median = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     print(f"median of {len(runs)} (count={args.count}): apply {median['apply_s']:.2f} s, "
           f"all Jobs {median['jobs_s']:.2f} s (target < 20), all Succeeded {median['status_s']:.2f} s after the "
-          f"last completion (target < 30), operator peak RSS {median['rss_mb']:.0f} MB (target < 200)")
+          f"last completion (target < 30; {median['status_from_first_s']:.2f} s after the first), "
+          f"operator peak RSS {median['rss_mb']:.0f} MB (target < 200)")
     ok = median["jobs_s"] < 20 and median["status_s"] < 30 and median["rss_mb"] < 200
     return 0 if ok else 1
 
