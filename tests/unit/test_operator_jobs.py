@@ -6,6 +6,8 @@ import datetime
 
 import kubernetes_validate
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kepler_operator import api, jobs
 from kepler_operator.errors import PipelineNotFoundError, PipelineNotReadyError
@@ -299,3 +301,31 @@ def test_runs_created_in_the_same_second_are_ordered_by_generation():
     views = [view(name="demo-train-g10", key="g10", generation=10, created=same),
              view(name="demo-train-g9", key="g9", generation=9, created=same)]
     assert jobs.jobs_to_prune(views, keep=1) == ["demo-train-g9"]
+
+minutes = st.integers(min_value=0, max_value=3 * 24 * 60)
+
+
+@settings(max_examples=200, deadline=None)
+@given(generation=st.integers(1, 5), started=st.integers(0, 5), rerun=st.one_of(st.none(), st.sampled_from(["a", "b"])),
+       schedule=st.one_of(st.none(), st.sampled_from(["*/5 * * * *", "0 * * * *", "0 3 * * *"])),
+       now_minute=minutes, running=st.booleans())
+def test_a_started_run_is_never_started_again(generation, started, rerun, schedule, now_minute, running):
+    """Whatever the world looks like, once the planned run's Job exists the planner wants nothing more."""
+    started = min(started, generation)
+    created = "2026-11-20T00:00:00Z"
+    now = datetime.datetime(2026, 11, 20, tzinfo=UTC) + datetime.timedelta(minutes=now_minute)
+    existing = [view(name=f"j{started}", key=f"g{started}", generation=started, finished=not running)] \
+        if started else []
+    args = {"generation": generation, "status": {}, "created": created, "now": now, "rerun": rerun,
+            "schedule": schedule}
+    run = jobs.next_run(jobs=existing, **args)
+    assert run == jobs.next_run(jobs=existing, **args)  # deterministic
+    if run is None:
+        return
+    assert run.generation == generation
+    started_view = view(name=jobs.job_name(OWNER, run.key), key=run.key, generation=run.generation,
+                        trigger=run.trigger, created=jobs.format_time(now), finished=False, rerun=run.rerun,
+                        schedule_time=jobs.format_time(run.schedule_time) if run.schedule_time else None)
+    assert jobs.next_run(jobs=[*existing, started_view], **args) is None
+    if run.schedule_time is not None:
+        assert run.schedule_time <= now  # never early
