@@ -86,6 +86,9 @@ class Trainer(str, enum.Enum):
     LOGARITHMIC = "LogarithmicRegressionTrainer"
     LOGISTIC = "LogisticRegressionTrainer"
     EXPONENTIAL = "ExponentialRegressionTrainer"
+    HIST_GRADIENT_BOOSTING = "HistGradientBoostingTrainer"
+    MONOTONIC_HIST_GRADIENT_BOOSTING = "MonotonicHistGradientBoostingTrainer"
+    EXTRA_TREES = "ExtraTreesTrainer"
 
 
 class Extractor(str, enum.Enum):
@@ -311,11 +314,11 @@ class TrainingPipelineSpec(_Model):
     extractor: Annotated[Extractor, Field(description="Feature extractor.")] = Extractor.DEFAULT
     isolator: Annotated[Isolator, Field(description="Idle-power isolator.")] = Isolator()
     abs_trainers: Annotated[list[Trainer], Field(
-        description="Trainers for AbsPower models.", min_length=1, max_length=10,
+        description="Trainers for AbsPower models.", min_length=1, max_length=16,
         json_schema_extra={"x-kubernetes-list-type": "set"})] = [Trainer.LINEAR, Trainer.SGD,
                                                                   Trainer.GRADIENT_BOOSTING]
     dyn_trainers: Annotated[list[Trainer], Field(
-        description="Trainers for DynPower models.", min_length=1, max_length=10,
+        description="Trainers for DynPower models.", min_length=1, max_length=16,
         json_schema_extra={"x-kubernetes-list-type": "set"})] = [Trainer.LINEAR, Trainer.SGD,
                                                                   Trainer.GRADIENT_BOOSTING]
     feature_groups: Annotated[list[FeatureGroup] | None, Field(

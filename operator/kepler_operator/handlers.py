@@ -1,8 +1,9 @@
-"""The kopf glue: watch the resources, their Jobs and pods; start runs and write status.
+"""The kopf glue: watch the resources and their Jobs; start runs and write status.
 
-Every handler ends in the same level-based `reconcile`: it reads the resource, its Jobs and pods (kopf
-indexes, filled from watches before any handler runs), asks the pure planners in `jobs` and `status`
-what should exist, and makes it so. Jobs have deterministic names, so a retried or duplicated create
+Every handler ends in the same level-based `reconcile`: it reads the resource and its Jobs (kopf
+indexes, filled from watches before any handler runs) and, once a run's Job has finished, the pods
+of that Job (one list call with a label selector, so the operator never watches every pod of the
+cluster); it asks the pure planners in `jobs` and `status` what should exist, and makes it so. Jobs have deterministic names, so a retried or duplicated create
 is a harmless 409, and a restarted operator converges without a second Job. There is no delete
 handler and so no finalizer: Jobs go with their owner through owner references, and the volume
 (shared with Kepler) is never touched.
@@ -38,7 +39,8 @@ EE = (api.GROUP, api.VERSION, api.EnergyEstimation.plural)
 PLURAL = {api.TrainingPipeline.kind: api.TrainingPipeline.plural,
           api.EnergyEstimation.kind: api.EnergyEstimation.plural}
 OURS = {jobs.LABEL_MANAGED_BY: jobs.MANAGED_BY}
-INDEXES = ("jobs_by_owner", "pods_by_owner", "pipelines", "estimations")
+INDEXES = ("jobs_by_owner", "pipelines", "estimations")
+TERMINAL = (api.Phase.SUCCEEDED.value, api.Phase.FAILED.value)
 KOPF_PREFIX = f"kopf.{api.GROUP}"
 
 
@@ -75,6 +77,11 @@ class Kube:
                 raise kopf.TemporaryError(f"creating Job {meta['name']}: {exc.status} {exc.reason}", delay=10) \
                     from exc
         return json.loads(response.data)
+
+    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """The pods matching a label selector (filtered by the API server)."""
+        response = self.core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False)
+        return list(json.loads(response.data).get("items") or [])
 
     def delete_job(self, namespace: str, name: str) -> None:
         """Delete a Job and its pods; a Job already gone is fine."""
@@ -195,8 +202,7 @@ async def _resync_forever(memo: kopf.Memo, interval: float) -> None:
                 if body is None:
                     continue
                 try:
-                    await reconcile(kind, body, memo, indexes["jobs_by_owner"], indexes["pods_by_owner"],
-                                    indexes["pipelines"], logger)
+                    await reconcile(kind, body, memo, indexes["jobs_by_owner"], indexes["pipelines"], logger)
                 except Exception:  # one broken resource must not stop the loop for the others
                     logger.exception("resync of %s %s failed", kind, key)
 
@@ -224,12 +230,6 @@ def _plain(value: Any) -> Any:
 @kopf.index("batch", "v1", "jobs", labels=OURS)
 def jobs_by_owner(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, Any]:
     """Our Jobs, by owner uid."""
-    return {labels.get(jobs.LABEL_OWNER_UID): _slim(body)}
-
-
-@kopf.index("v1", "pods", labels=OURS)
-def pods_by_owner(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, Any]:
-    """Pods of our Jobs, by owner uid."""
     return {labels.get(jobs.LABEL_OWNER_UID): _slim(body)}
 
 
@@ -267,7 +267,7 @@ def _newest(job_bodies: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None
 
 
 async def reconcile(kind: str, body: Mapping[str, Any], memo: kopf.Memo, jobs_by_owner: kopf.Index[Any, Any],
-                    pods_by_owner: kopf.Index[Any, Any], pipelines: kopf.Index[Any, Any],
+                    pipelines: kopf.Index[Any, Any],
                     logger: logging.Logger | kopf.Logger) -> None:
     """Start the run that should exist, prune old runs, and write the status of what is observed."""
     state: State = memo.state
@@ -284,8 +284,7 @@ async def reconcile(kind: str, body: Mapping[str, Any], memo: kopf.Memo, jobs_by
         except OperatorError as exc:
             problem = exc
         latest = _newest(known.values())
-        terminated = status.newest_terminated(list(pods_by_owner.get(uid, [])), latest["metadata"]["name"]) \
-            if latest else None
+        terminated = await _result_of(state, latest, old)
         generation, now = int(meta.get("generation") or 1), jobs.format_time(_now())
         if kind == api.TrainingPipeline.kind:
             new = status.training_status(old, generation=generation, job=latest, terminated=terminated,
@@ -298,6 +297,19 @@ async def reconcile(kind: str, body: Mapping[str, Any], memo: kopf.Memo, jobs_by
             state.written[uid] = new
             for change in status.transitions(old, new):
                 state.post_event(_ref(kind, body), change.type, change.reason, change.message)
+
+
+async def _result_of(state: State, job: Mapping[str, Any] | None, old: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The terminated trainer container of a finished Job's newest pod, unless status has it already."""
+    if job is None or not jobs.job_view(job).finished:
+        return None
+    name = job["metadata"]["name"]
+    if (old.get("lastRun") or {}).get("jobName") == name and old.get("phase") in TERMINAL:
+        return None
+    labels = job["metadata"].get("labels") or {}
+    selector = f"{jobs.LABEL_OWNER_UID}={labels.get(jobs.LABEL_OWNER_UID)},{jobs.LABEL_RUN}={labels.get(jobs.LABEL_RUN)}"
+    pods = await asyncio.to_thread(state.kube.list_pods, job["metadata"]["namespace"], selector)
+    return status.newest_terminated(pods, name)
 
 
 async def _run_and_prune(state: State, kind: str, body: Mapping[str, Any], plan: Plan, old: Mapping[str, Any],
@@ -383,14 +395,13 @@ async def energy_estimation(body: kopf.Body, **kwargs: Any) -> None:
 
 async def _reconcile_kwargs(kind: str, body: Mapping[str, Any], kwargs: dict[str, Any]) -> None:
     kwargs["memo"].state.indexes = {name: kwargs[name] for name in INDEXES}
-    await reconcile(kind, _plain(body), kwargs["memo"], kwargs["jobs_by_owner"], kwargs["pods_by_owner"],
-                    kwargs["pipelines"], kwargs["logger"])
+    await reconcile(kind, _plain(body), kwargs["memo"], kwargs["jobs_by_owner"], kwargs["pipelines"],
+                    kwargs["logger"])
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=OURS)
-@kopf.on.event("v1", "pods", labels=OURS)
 async def child_changed(labels: kopf.Labels, **kwargs: Any) -> None:
-    """A Job or pod of ours changed: re-compute its owner's status now, not at the next resync."""
+    """A Job of ours changed: re-compute its owner's status now, not at the next resync."""
     owner_uid = labels.get(jobs.LABEL_OWNER_UID)
     kind = labels.get(jobs.LABEL_KIND)
     owner = _one(kwargs["pipelines"] if kind == api.TrainingPipeline.kind else kwargs["estimations"], owner_uid)

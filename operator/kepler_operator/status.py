@@ -326,8 +326,8 @@ def newest_terminated(pods: Sequence[Mapping[str, Any]], job_name: str) -> Mappi
     candidates = []
     for pod in pods:
         labels = (pod.get("metadata") or {}).get("labels") or {}
-        if labels.get("job-name", labels.get("batch.kubernetes.io/job-name")) != job_name:
-            continue
+        if labels.get("job-name", labels.get("batch.kubernetes.io/job-name", job_name)) != job_name:
+            continue  # selected by the run's labels, but another Job's pod
         for cs in (pod.get("status") or {}).get("containerStatuses") or []:
             terminated = (cs.get("state") or {}).get("terminated")
             if cs.get("name") == CONTAINER and terminated:
