@@ -214,7 +214,7 @@ def main() -> int:
         servers: dict[str, tuple[subprocess.Popen, str]] = {}
         try:
             for name in args.servers.split(","):
-                servers[name] = start_server(models, args.workers, "--server", name)
+                servers[name] = start_server(models, args.workers, "--http-server", name)
             samplers = {name: PeakRss(proc.pid) for name, (proc, _) in servers.items()}
             for _, url in (("nginx", nginx_url), *servers.values()):  # same bytes everywhere before timing
                 assert httpx.get(url + paths[0]).content == (models / paths[0][len("/model-weights/"):]).read_bytes()
@@ -227,7 +227,7 @@ def main() -> int:
                             wrk(url, script, args.duration, args.connections))
             peaks = {name: sampler.stop() for name, sampler in samplers.items()}
             if args.router:
-                router = start_server(models, args.workers, "--server", "uvicorn", "--no-fast-path")
+                router = start_server(models, args.workers, "--http-server", "uvicorn", "--no-fast-path")
                 servers["router"] = router
                 for name in ("GET /model-weights", "POST /model weight"):
                     results[f"uvicorn, no fast path: {name}"] = [wrk(router[1], scripts[name], args.duration,

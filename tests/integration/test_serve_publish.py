@@ -79,7 +79,7 @@ def test_publish_while_serving(tmp_path: Path, server_name: str, workers: int) -
     if importlib.util.find_spec(server_name) is None:
         pytest.skip(f"{server_name} is not installed")
     publish(tmp_path, "p", version(1))
-    with ServerProcess(tmp_path, "--server", server_name, workers=workers) as server:
+    with ServerProcess(tmp_path, "--http-server", server_name, workers=workers) as server:
         stop, tally, problems = threading.Event(), Counter(), []
 
         async def clients() -> None:

@@ -130,12 +130,13 @@ def _dump(path: Path, value: Any) -> None:
 class ServerProcess:
     """`python -m kepler_trainer.serve` on a free loopback port, stopped on exit."""
 
-    def __init__(self, models_dir: Path, *extra: str, workers: int = 1) -> None:
+    def __init__(self, models_dir: Path, *extra: str, workers: int = 1,
+                 command: tuple[str, ...] = (sys.executable, "-m", "kepler_trainer.serve")) -> None:
         self.models_dir = models_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.args = [sys.executable, "-m", "kepler_trainer.serve", "--models-dir", str(models_dir),
-                     "--port", str(self.port), "--workers", str(workers), "--log-level", "warning", *extra]
+        self.args = [*command, "--models-dir", str(models_dir), "--port", str(self.port),
+                     "--workers", str(workers), "--log-level", "warning", *extra]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Self:

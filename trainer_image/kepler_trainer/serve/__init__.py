@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds between unconditional re-listings of the models folder (default 5)")
     parser.add_argument("--no-fast-path", dest="fast_path", action="store_false",
                         help="route every request through FastAPI (slower; for comparison)")
-    parser.add_argument("--server", choices=("auto", "granian", "uvicorn"), default="auto",
+    parser.add_argument("--http-server", choices=("auto", "granian", "uvicorn"), default="auto",
                         help="HTTP server: granian (Rust, lower tail latency; the default when installed) "
                         "or uvicorn")
     parser.add_argument("--access-log", action="store_true", help="log every request")
@@ -52,9 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until interrupted; returns the exit code."""
-    server = _server(args.server)
+    server = _server(args.http_server)
     if server is None:
-        print("kepler-model serve: --server granian needs the granian package (pip install granian)",
+        print("kepler-model serve: --http-server granian needs the granian package (pip install granian)",
               file=sys.stderr)
         return 2
     if args.workers < 1 or not 0 <= args.port <= 65535 or args.max_body_bytes < 1:
