@@ -113,3 +113,12 @@ def test_a_corrupt_pipeline_is_skipped_and_retried_when_replaced(tmp_path: Path)
     assert catalog.snapshot().pipelines == {} and catalog.ready
     publish(tmp_path, "p", [SGD])
     assert set(catalog.snapshot().pipelines) == {"p"}
+
+
+def test_the_machine_spec_in_weight_answers_decodes_into_keplers_go_struct(tmp_path: Path) -> None:
+    """Kepler's MachineSpec has int fields: a fractional memory would fail the whole decode."""
+    publish(tmp_path, "p", [SGD], node_types={0: {"processor": "x", "cores": 4, "memory": 15.6, "frequency": 3500.0,
+                                                  "chips": True, "vendor": "intel"}})
+    answer = json.loads(next(Catalog(tmp_path).snapshot().models()).weight_answer)
+    assert answer["machine_spec"] == {"processor": "x", "cores": 4, "memory": 16, "frequency": 3500}
+    assert all(type(v) is int for k, v in answer["machine_spec"].items() if k != "processor")

@@ -392,7 +392,7 @@ def _model_entry(model_fd: int, group_fd: int, group_files: set[str], prefix: tu
     if weight is not None:
         extras = {"model_name": model_name, "mae": float(mae)}
         if spec:
-            extras["machine_spec"] = spec
+            extras["machine_spec"] = _go_spec(spec)
         answer = orjson.dumps({**weight, **extras})
     zip_name = f"{model_name}.zip"
     return ModelEntry(
@@ -403,6 +403,19 @@ def _model_entry(model_fd: int, group_fd: int, group_files: set[str], prefix: tu
         zip_rel=f"{source_dir}/{output_type}/{group}/{zip_name}" if zip_name in group_files else None,
         weight=weight, weight_file=weight_file, weight_answer=answer, machine_spec=spec,
     )
+
+
+def _go_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec as Kepler's Go struct can decode it: a string processor, whole numbers elsewhere
+    (a fractional number would make Go reject the whole weight answer)."""
+    out: dict[str, Any] = {}
+    for key in SPEC_ATTRS:
+        value = spec.get(key)
+        if key == "processor" and isinstance(value, str):
+            out[key] = value
+        elif _finite(value):
+            out[key] = round(value)
+    return out
 
 
 def _weight_file(model_fd: int, group_fd: int, group_files: set[str], model_name: str) -> bytes | None:
