@@ -161,7 +161,6 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=KOPF_PREFIX, key="last-handled-configuration")
     settings.posting.enabled = False  # we post our own transition events, not kopf's per-handler chatter
-    settings.execution.max_workers = ours.max_workers
     settings.scanning.disabled = True  # resources are known: no RBAC on CRDs and namespaces needed
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
