@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -122,3 +123,15 @@ def test_the_machine_spec_in_weight_answers_decodes_into_keplers_go_struct(tmp_p
     answer = json.loads(next(Catalog(tmp_path).snapshot().models()).weight_answer)
     assert answer["machine_spec"] == {"processor": "x", "cores": 4, "memory": 16, "frequency": 3500}
     assert all(type(v) is int for k, v in answer["machine_spec"].items() if k != "processor")
+
+
+def test_replaced_pipelines_release_their_descriptors(tmp_path: Path) -> None:
+    catalog = Catalog(tmp_path)
+    publish(tmp_path, "p", [SGD])
+    catalog.snapshot()
+    before = len(os.listdir("/proc/self/fd"))
+    for version in range(20):
+        publish(tmp_path, "p", [FakeModel("SGDRegressorTrainer", mae=float(version))])
+        catalog.snapshot()
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) <= before

@@ -324,29 +324,23 @@ def _opendir(name: str, dir_fd: int) -> int | None:
 
 def _scan_models(pipeline_fd: int, pipeline: str, node_types: dict[int, NodeType]) -> Iterator[ModelEntry]:
     """Every model folder `<source>/<ot>/<fg>/<Trainer>_<n>/` holding a usable metadata.json."""
-    for source_dir in _subdirs(pipeline_fd):
-        source_fd = _opendir(source_dir, pipeline_fd)
-        if source_fd is None:
+    for source_dir, source_fd in _each_subfolder(pipeline_fd):
+        output_types = sorted(set(_subdirs(source_fd)) & set(OUTPUT_TYPES))
+        for output_type, ot_fd in _each_subfolder(source_fd, output_types):
+            for group, group_fd in _each_subfolder(ot_fd):
+                yield from _scan_group(group_fd, (pipeline, source_dir, output_type, group), node_types)
+
+
+def _each_subfolder(fd: int, names: list[str] | None = None) -> Iterator[tuple[str, int]]:
+    """(name, descriptor) of each sub-folder (no symlinks, no dot folders); each closed after its turn."""
+    for name in _subdirs(fd) if names is None else names:
+        sub = _opendir(name, fd)
+        if sub is None:
             continue
         try:
-            for output_type in set(_subdirs(source_fd)) & set(OUTPUT_TYPES):
-                ot_fd = _opendir(output_type, source_fd)
-                if ot_fd is None:
-                    continue
-                try:
-                    for group in _subdirs(ot_fd):
-                        group_fd = _opendir(group, ot_fd)
-                        if group_fd is None:
-                            continue
-                        try:
-                            prefix = (pipeline, source_dir, output_type, group)
-                            yield from _scan_group(group_fd, prefix, node_types)
-                        finally:
-                            os.close(group_fd)
-                finally:
-                    os.close(ot_fd)
+            yield name, sub
         finally:
-            os.close(source_fd)
+            os.close(sub)
 
 
 def _scan_group(group_fd: int, prefix: tuple[str, str, str, str],
