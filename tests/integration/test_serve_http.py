@@ -262,8 +262,6 @@ def test_two_workers_share_metrics(models_dir: Path, server_name: str) -> None:
     assert counted == [40]
 
 
-@pytest.mark.xfail(strict=True, reason="cli.main reads args.termination_log, which the serve subcommand lacks: "
-                   "use getattr(args, 'termination_log', None) in cli.py, then remove this mark")
 def test_kepler_model_serve_command(models_dir: Path) -> None:
     """The CLI entry point (`kepler-model serve`) runs the same server."""
     command = (sys.executable, "-m", "kepler_trainer.cli", "serve")

@@ -135,3 +135,11 @@ def test_replaced_pipelines_release_their_descriptors(tmp_path: Path) -> None:
         catalog.snapshot()
     gc.collect()
     assert len(os.listdir("/proc/self/fd")) <= before
+
+
+def test_models_over_the_accuracy_gate_are_not_served(tmp_path: Path) -> None:
+    over = FakeModel("KNeighborsRegressorTrainer", mae=9.0, extra_metadata={"passed_gate": False})
+    under = FakeModel("SGDRegressorTrainer", mae=5.0, extra_metadata={"passed_gate": True})
+    publish(tmp_path, "p", [over, under])
+    served = {m.model_name for m in Catalog(tmp_path).snapshot().models()}
+    assert served == {"SGDRegressorTrainer_0"}

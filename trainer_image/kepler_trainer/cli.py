@@ -397,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     args.server_given = explicit or (not getattr(args, "input", "") and "PROM_SERVER" in os.environ)
     quiet, verbose = getattr(args, "quiet", False), getattr(args, "verbose", False)  # `serve` has neither
     progress = Progress(enabled=not quiet and (verbose or (sys.stderr.isatty() and not os.environ.get("CI"))))
-    log = args.termination_log
+    log = getattr(args, "termination_log", None)  # `serve` writes none
     try:
         summary = args.func(args, progress)
     except KeplerModelError as exc:

@@ -270,6 +270,7 @@ def publish(model_path: Path, name: str, build: Callable[[Path, Path | None], No
     _remove_leftovers(model_path, name)
     final = model_path / name
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-{os.getpid()}-", dir=model_path))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the model server reads it as another user
     try:
         build(tmp, final if final.is_dir() else None)
         archive_tmp = model_path / f".tmp-{name}-{os.getpid()}.zip"

@@ -374,6 +374,9 @@ def _model_entry(model_fd: int, group_fd: int, group_files: set[str], prefix: tu
     if not _finite(mae) or not (isinstance(features, list) and all(isinstance(f, str) for f in features)):
         log.warning("skipping model %s: metadata lacks a finite mae or a features list", where)
         return None
+    if metadata.get("passed_gate") is False:  # kept for the record, but over the pipeline's accuracy gate
+        log.info("not serving model %s: its mae %s is over the pipeline's accuracy gate", where, mae)
+        return None
     node_type = int(match.group(2))
     weight_file = _weight_file(model_fd, group_fd, group_files, model_name)
     weight = _decode_weight(weight_file, where)
