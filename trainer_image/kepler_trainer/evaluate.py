@@ -2,6 +2,11 @@
 
 `mae` is the largest component MAE, as upstream defines it. `mape` is the largest component MAPE:
 upstream reports the last component's value instead (a bug that made DRAM's MAPE the headline).
+
+Three ways to hold data out (docs/quality.md): `random` rows (upstream's protocol; optimistic, since
+neighbouring samples of one load step land on both sides), `time` (the last part of the window), and
+`workload`: leave one run out in turn, a run being a workload's own stretch of samples, labelled by
+the data or found from pauses in the sampling (`runs`).
 """
 
 from __future__ import annotations
@@ -9,7 +14,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-SPLITS = ("random", "time")
+SPLITS = ("random", "time", "workload")
+RUN_GAP_STEPS = 3.0   # a pause longer than this many sampling steps ends a run
+FALLBACK_BLOCKS = 5
 
 
 def split(n: int, test_size: float = 0.1, method: str = "random", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -19,6 +26,50 @@ def split(n: int, test_size: float = 0.1, method: str = "random", seed: int = 0)
         return np.arange(n - n_test), np.arange(n - n_test, n)
     order = np.random.default_rng(seed).permutation(n)
     return np.sort(order[n_test:]), np.sort(order[:n_test])
+
+
+def runs(timestamps, max_gap: float | None = None, blocks: int = FALLBACK_BLOCKS) -> np.ndarray:
+    """A run number per row of a time-ordered table.
+
+    A run ends where the timestamps pause for more than `max_gap` seconds (default: `RUN_GAP_STEPS`
+    times the median sampling step), i.e. where collection stopped between workloads. A table without
+    such a pause (one continuous collection, like nx12) is cut into `blocks` contiguous windows of
+    equal length instead, so that leaving one out still tests on a stretch of time the model never saw.
+    """
+    t = np.asarray(timestamps, dtype=float)
+    n = len(t)
+    if n == 0:
+        return np.zeros(0, dtype=int)
+    steps = np.diff(t)
+    if len(steps) and (steps < 0).any():
+        raise ValueError("timestamps must be in time order")
+    positive = steps[steps > 0]
+    gap = max_gap if max_gap is not None else (RUN_GAP_STEPS * float(np.median(positive)) if len(positive) else np.inf)
+    labels = np.concatenate([[0], np.cumsum(steps > gap)]).astype(int)
+    if labels[-1] >= 1:
+        return labels
+    return np.minimum((np.arange(n) * blocks) // n, blocks - 1)
+
+
+def leave_one_out(groups) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train rows, test rows) for each group in turn: test on the group, train on all the others."""
+    groups = np.asarray(groups)
+    labels = list(dict.fromkeys(groups.tolist()))
+    if len(labels) < 2:
+        raise ValueError("leaving one workload out needs at least two workloads")
+    rows = np.arange(len(groups))
+    return [(rows[groups != g], rows[groups == g]) for g in labels]
+
+
+def folds(n: int, method: str = "random", test_size: float = 0.1, seed: int = 0,
+          groups=None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The held-out splits of a method: one for `random` and `time`, one per run for `workload`
+    (`groups`: a run label per row; default: `runs` of the row order alone, i.e. equal blocks)."""
+    if method == "workload":
+        return leave_one_out(groups if groups is not None else runs(np.arange(n, dtype=float)))
+    if method not in SPLITS:
+        raise ValueError(f"unknown split {method!r} (known: {', '.join(SPLITS)})")
+    return [split(n, test_size, method, seed)]
 
 
 def _mape(y: np.ndarray, p: np.ndarray) -> float:
@@ -31,6 +82,13 @@ def _mape(y: np.ndarray, p: np.ndarray) -> float:
 def _r2(y: np.ndarray, p: np.ndarray) -> float | None:
     total = float(np.sum((y - y.mean()) ** 2))
     return None if total == 0 else 1.0 - float(np.sum((y - p) ** 2)) / total
+
+
+def pooled_errors(measured: pd.DataFrame, predictions: list[pd.DataFrame]) -> dict[str, float | None]:
+    """`errors` over the held-out rows of several folds together, each predicted by the model that did
+    not see it (`predictions` share `measured`'s index)."""
+    predicted = pd.concat(predictions)
+    return errors(measured.loc[predicted.index], predicted)
 
 
 def errors(measured: pd.DataFrame, predicted: pd.DataFrame) -> dict[str, float | None]:

@@ -5,6 +5,12 @@ predicts them all; a component whose measured power never changes gets a constan
 no regressor has anything to learn there (RAPL `core`/`uncore` often read 0 on servers).
 Names and hyperparameters follow upstream's catalogue (docs: reference §3.5); `max_rows` bounds the
 cost of the super-linear fitters (kernel SVR) on long windows.
+
+Beyond upstream's catalogue (docs/quality.md): extra trees, and histogram gradient boosting that fits
+the conditional median (absolute-error loss, the loss the headline MAE measures), one variant of it
+constrained so that power never falls when activity grows. Their settings are tuned per component by
+cross-validation inside the training rows only (contiguous folds in time by default), on at most
+`TUNING_ROWS` rows, so a run's cost stays bounded.
 """
 
 from __future__ import annotations
@@ -18,12 +24,14 @@ import pandas as pd
 from scipy.optimize import curve_fit
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.dummy import DummyRegressor
-from sklearn.ensemble import GradientBoostingRegressor
+from sklearn.ensemble import ExtraTreesRegressor, GradientBoostingRegressor, HistGradientBoostingRegressor
 from sklearn.linear_model import LinearRegression, SGDRegressor
+from sklearn.model_selection import KFold
 from sklearn.neighbors import KNeighborsRegressor
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import MaxAbsScaler, PolynomialFeatures
 from sklearn.svm import SVR
+from threadpoolctl import threadpool_limits
 
 from .errors import ConfigError
 
@@ -99,6 +107,8 @@ class TrainerSpec:
     max_rows: int | None = None      # fit on at most this many rows (evenly spaced in time)
     curve: str | None = None
     relative_cost: float = 1.0       # for scheduling: the slow fits start first
+    grid: tuple[dict, ...] = ()      # candidate settings, tuned by cross-validation on the training rows
+    monotonic: bool = False          # predicted power may not fall when an activity feature grows
 
 
 def _xgboost(seed: int):
@@ -131,13 +141,48 @@ TRAINERS: dict[str, TrainerSpec] = {s.name: s for s in (
                 weight_kind="curvefit", curve="exponential", max_rows=3000, relative_cost=3),
 )}
 
+
+def _hist_gradient_boosting(seed: int) -> HistGradientBoostingRegressor:
+    # Absolute-error loss: the conditional median, which the headline MAE rewards and which samples
+    # straddling a load change (power and counters read a moment apart) cannot drag.
+    return HistGradientBoostingRegressor(loss="absolute_error", max_iter=100, learning_rate=0.1,
+                                         max_leaf_nodes=15, early_stopping=False, random_state=seed)
+
+
+def _monotonic_gradient_boosting(seed: int) -> HistGradientBoostingRegressor:
+    # Squared-error loss: the absolute-error loss re-estimates leaf values after the constrained split
+    # search, which can break the monotonic constraint (scikit-learn 1.9).
+    return HistGradientBoostingRegressor(loss="squared_error", max_iter=100, learning_rate=0.1,
+                                         max_leaf_nodes=15, early_stopping=False, random_state=seed)
+
+
+def _extra_trees(seed: int) -> ExtraTreesRegressor:
+    # Leaf count bounded: unbounded trees on a few thousand rows are tens of MB per component on disk
+    # for no accuracy gain on nx12 (docs/quality.md).
+    return ExtraTreesRegressor(n_estimators=50, max_leaf_nodes=256, n_jobs=1, random_state=seed)
+
+
+QUALITY_TRAINERS = (
+    TrainerSpec("HistGradientBoostingTrainer", "scikit", _hist_gradient_boosting, max_rows=5000, relative_cost=4,
+                grid=({"max_leaf_nodes": 15}, {"max_leaf_nodes": 31, "min_samples_leaf": 5})),
+    TrainerSpec("MonotonicHistGradientBoostingTrainer", "scikit", _monotonic_gradient_boosting, max_rows=5000,
+                relative_cost=2, monotonic=True),
+    TrainerSpec("ExtraTreesTrainer", "scikit", _extra_trees, max_rows=5000, relative_cost=3,
+                grid=({"max_leaf_nodes": 256}, {"max_leaf_nodes": 64, "min_samples_leaf": 3})),
+)
+UPSTREAM_TRAINERS = tuple(TRAINERS)
+TRAINERS.update({s.name: s for s in QUALITY_TRAINERS})
+
 DEFAULT_TRAINERS = tuple(TRAINERS)
 
 
 def trainer_names(value: str | None) -> list[str]:
-    """Parse a comma list; `default` (or empty) means the whole catalogue. Short names are accepted."""
+    """Parse a comma list; `default` (or empty) means the whole catalogue, `upstream` upstream's ten.
+    Short names are accepted."""
     if not value or value == "default":
         return list(DEFAULT_TRAINERS)
+    if value == "upstream":
+        return list(UPSTREAM_TRAINERS)
     names = []
     for raw in (v.strip() for v in value.split(",") if v.strip()):
         name = raw if raw in TRAINERS else f"{raw}Trainer"
@@ -148,6 +193,9 @@ def trainer_names(value: str | None) -> list[str]:
 
 
 MIN_TRAIN_ROWS = 5
+TUNING_ROWS = 800    # candidates are compared on at most this many training rows (evenly spaced in time)
+TUNING_FOLDS = 3
+TUNING = ("blocked", "random", "off")
 
 
 def _evenly_spaced(n: int, limit: int | None) -> np.ndarray:
@@ -156,14 +204,42 @@ def _evenly_spaced(n: int, limit: int | None) -> np.ndarray:
     return np.linspace(0, n - 1, limit).round().astype(int)
 
 
+def grows_with_load(feature: str) -> bool:
+    """Activity features (time, cycles, instructions, misses, interrupts, page-cache hits) can only add
+    power; sizes of memory held cannot be said to."""
+    return "memory" not in feature
+
+
+def _with(pipeline: Pipeline, settings: dict) -> Pipeline:
+    return pipeline.set_params(**{f"model__{k}": v for k, v in settings.items()})
+
+
+def cross_validated_mae(pipeline: Pipeline, x: np.ndarray, y: np.ndarray, folds: KFold) -> float:
+    """Mean absolute error of `pipeline` over `folds` of (x, y), refitted on each fold's other rows."""
+    total, count = 0.0, 0
+    for train, test in folds.split(x):
+        fitted = clone(pipeline).fit(x[train], y[train])
+        total += float(np.abs(fitted.predict(x[test]) - y[test]).sum())
+        count += len(test)
+    return total / count
+
+
 class PowerModel(RegressorMixin, BaseEstimator):
-    """One trainer fitted per power component: `fit(X, Y)` with Y's columns the components in watts."""
+    """One trainer fitted per power component: `fit(X, Y)` with Y's columns the components in watts.
+
+    `tuning`: how a trainer with candidate settings (`TrainerSpec.grid`) picks one per component, by
+    cross-validation on the training rows it is given (never on anything else): `blocked` compares
+    them on contiguous folds in row order (rows are in time order, so each fold is a later or earlier
+    window the others did not see), `random` on shuffled folds, `off` takes the first candidate.
+    The choice is kept in `tuned_`.
+    """
 
     def __init__(self, trainer: str = "LinearRegressionTrainer", main_features: dict | None = None,
-                 random_state: int = 0):
+                 random_state: int = 0, tuning: str = "blocked"):
         self.trainer = trainer
         self.main_features = main_features
         self.random_state = random_state
+        self.tuning = tuning
 
     @property
     def spec(self) -> TrainerSpec:
@@ -174,7 +250,25 @@ class PowerModel(RegressorMixin, BaseEstimator):
         if isinstance(regressor, CurveFitRegressor):
             main = (self.main_features or {}).get(component, features[0])
             regressor.set_params(feature_index=features.index(main))
+        if self.spec.monotonic:
+            regressor.set_params(monotonic_cst=[int(grows_with_load(f)) for f in features])
         return Pipeline([("scale", MaxAbsScaler()), ("model", regressor)])
+
+    def _tune(self, pipeline: Pipeline, x: np.ndarray, y: np.ndarray) -> dict:
+        """The candidate setting with the lowest cross-validated MAE on these (training) rows."""
+        grid = self.spec.grid
+        if not grid:
+            return {}
+        if self.tuning not in TUNING:
+            raise ConfigError(f"unknown tuning {self.tuning!r} (known: {', '.join(TUNING)})")
+        rows = _evenly_spaced(len(x), TUNING_ROWS)
+        if self.tuning == "off" or len(grid) == 1 or len(rows) < 10 * TUNING_FOLDS:
+            return dict(grid[0])
+        shuffle = self.tuning == "random"
+        folds = KFold(TUNING_FOLDS, shuffle=shuffle, random_state=self.random_state if shuffle else None)
+        scores = [cross_validated_mae(_with(clone(pipeline), candidate), x[rows], y[rows], folds)
+                  for candidate in grid]
+        return dict(grid[int(np.argmin(scores))])
 
     def fit(self, X: pd.DataFrame, Y: pd.DataFrame):
         if len(X) < MIN_TRAIN_ROWS:
@@ -188,12 +282,18 @@ class PowerModel(RegressorMixin, BaseEstimator):
             raise TrainerSkipped("the measured power is constant: nothing to learn")
         self.models_: dict[str, Pipeline] = {}
         self.offsets_: dict[str, float] = {c: 0.0 for c in self.components_}
-        for component, y in varying.items():
-            if np.ptp(y) == 0:
-                model = Pipeline([("scale", MaxAbsScaler()), ("model", DummyRegressor(strategy="mean"))])
-            else:
-                model = self._component_pipeline(component, self.features_)
-            self.models_[component] = model.fit(x, y)
+        self.tuned_: dict[str, dict] = {}
+        # One thread per fit: the pipeline runs fits in parallel processes, and OpenMP fitters
+        # (histogram gradient boosting) slow down many times over when their threads oversubscribe.
+        with threadpool_limits(limits=1):
+            for component, y in varying.items():
+                if np.ptp(y) == 0:
+                    model = Pipeline([("scale", MaxAbsScaler()), ("model", DummyRegressor(strategy="mean"))])
+                else:
+                    model = self._component_pipeline(component, self.features_)
+                    self.tuned_[component] = self._tune(model, x, y)
+                    _with(model, self.tuned_[component])
+                self.models_[component] = model.fit(x, y)
         return self
 
     def predict_components(self, X: pd.DataFrame) -> pd.DataFrame:
