@@ -19,7 +19,7 @@ ALLOWED = {
     (GROUP, "trainingpipelines/status"): {"get", "patch"},
     (GROUP, "energyestimations/status"): {"get", "patch"},
     ("batch", "jobs"): {"get", "list", "watch", "create", "delete"},
-    ("", "pods"): {"get", "list", "watch"},
+    ("", "pods"): {"list"},
     ("", "events"): {"create"},
 }
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection", "escalate", "bind", "impersonate"}
