@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import pytest
-
 from kepler_trainer.errors import InputError
-from kepler_trainer.machine import (NO_MATCH, closest_node_type, discover, index_machine, normalise_processor,
-                                    normalise_spec, similarity)
+from kepler_trainer.machine import (
+    NO_MATCH,
+    closest_node_type,
+    discover,
+    index_machine,
+    normalise_processor,
+    normalise_spec,
+    similarity,
+)
 
 M5 = {"processor": "intel_xeon_platinum_8259cl", "cores": 96, "chips": 2, "memory": 377, "frequency": 3500}
 I3 = {"processor": "intel_xeon_e5_2686v4", "cores": 72, "chips": 2, "memory": 503, "frequency": 3000}
@@ -51,9 +57,9 @@ def test_indexing_needs_a_complete_spec_and_leaves_the_input_alone():
     original = {"0": {"attrs": dict(M5), "members": ["m5"]}}
     with pytest.raises(InputError, match="lacks memory, frequency"):
         index_machine(original, {k: v for k, v in I3.items() if k not in ("memory", "frequency")}, "x")
-    updated, node_type = index_machine(original, C5, "c5")
+    _, node_type = index_machine(original, C5, "c5")
     assert node_type == 1 and original == {"0": {"attrs": M5, "members": ["m5"]}}
-    sparse, gap = index_machine({"3": {"attrs": M5, "members": []}}, I3, "i3")
+    _, gap = index_machine({"3": {"attrs": M5, "members": []}}, I3, "i3")
     assert gap == 4
 
 

@@ -8,14 +8,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.model_selection import KFold
-
 from kepler_trainer import evaluate, pipeline
 from kepler_trainer.errors import ConfigError
 from kepler_trainer.features import OutputType
 from kepler_trainer.persist import LoadedModel, save_model
-from kepler_trainer.trainers import (QUALITY_TRAINERS, TRAINERS, TUNING_FOLDS, UPSTREAM_TRAINERS, PowerModel,
-                                     cross_validated_mae, grows_with_load, trainer_names)
+from kepler_trainer.trainers import (
+    QUALITY_TRAINERS,
+    TRAINERS,
+    TUNING_FOLDS,
+    UPSTREAM_TRAINERS,
+    PowerModel,
+    cross_validated_mae,
+    grows_with_load,
+    trainer_names,
+)
+from sklearn.model_selection import KFold
 
 QUALITY = [s.name for s in QUALITY_TRAINERS]
 REAL = Path(__file__).resolve().parents[1] / "data" / "nx12" / "preprocess_abs_default_rapl_CounterOnly.csv"

@@ -21,7 +21,7 @@ FALLBACK_BLOCKS = 5
 
 def split(n: int, test_size: float = 0.1, method: str = "random", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Row positions for training and testing: a seeded shuffle, or the last `test_size` of time."""
-    n_test = max(1, int(round(n * test_size)))
+    n_test = max(1, round(n * test_size))
     if method == "time":
         return np.arange(n - n_test), np.arange(n - n_test, n)
     order = np.random.default_rng(seed).permutation(n)

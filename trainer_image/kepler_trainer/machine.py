@@ -54,7 +54,7 @@ def normalise_spec(raw: dict) -> dict:
             spec[attribute] = normalise_processor(str(value)) or None
         else:
             try:
-                spec[attribute] = int(round(float(value)))
+                spec[attribute] = round(float(value))
             except (TypeError, ValueError):
                 raise InputError(f"machine spec: {attribute} must be a number, not {value!r}") from None
             if spec[attribute] < 0:

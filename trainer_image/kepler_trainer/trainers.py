@@ -16,15 +16,19 @@ cross-validation inside the training rows only (contiguous folds in time by defa
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 from scipy.optimize import curve_fit
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.dummy import DummyRegressor
-from sklearn.ensemble import ExtraTreesRegressor, GradientBoostingRegressor, HistGradientBoostingRegressor
+from sklearn.ensemble import (
+    ExtraTreesRegressor,
+    GradientBoostingRegressor,
+    HistGradientBoostingRegressor,
+)
 from sklearn.linear_model import LinearRegression, SGDRegressor
 from sklearn.model_selection import KFold
 from sklearn.neighbors import KNeighborsRegressor
@@ -301,7 +305,7 @@ class PowerModel(RegressorMixin, BaseEstimator):
         return pd.DataFrame({f"{c}_power": np.clip(m.predict(x) - self.offsets_[c], 0.0, None)
                              for c, m in self.models_.items()}, index=X.index)
 
-    def shifted(self, offsets: dict[str, float]) -> "PowerModel":
+    def shifted(self, offsets: dict[str, float]) -> PowerModel:
         """This model predicting `target - offsets` instead of `target`, sharing the fitted regressors.
 
         Every trainer here fits a free intercept (or constant term), so fitting `y - c` gives the model
