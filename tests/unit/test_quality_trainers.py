@@ -43,7 +43,8 @@ def _steps(n=600, seed=0):
 def test_upstream_names_are_kept_and_new_ones_added():
     assert list(UPSTREAM_TRAINERS) == list(TRAINERS)[:10]
     assert trainer_names("upstream") == list(UPSTREAM_TRAINERS)
-    assert set(QUALITY) <= set(trainer_names("default"))
+    assert trainer_names("default") == list(UPSTREAM_TRAINERS)
+    assert set(QUALITY) <= set(trainer_names("all"))
     assert trainer_names("HistGradientBoosting,ExtraTrees") == ["HistGradientBoostingTrainer", "ExtraTreesTrainer"]
 
 

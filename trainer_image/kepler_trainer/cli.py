@@ -148,7 +148,7 @@ def _settings(args, sources, groups, abs_trainers, dyn_trainers, profiles=None) 
         pipeline_name=_pipeline_name(args), sources=sources, feature_groups=groups,
         abs_trainers=abs_trainers, dyn_trainers=dyn_trainers, extractor=args.extractor, isolator=args.isolator,
         profiles=profiles or {}, node_type=args.node_type, seed=args.seed, split=args.split,
-        max_mae=args.max_mae, machine_spec=_machine_spec(args), n_jobs=args.jobs,
+        max_mae=args.max_mae, machine_spec=_machine_spec(args), n_jobs=args.jobs, tuning=args.tuning,
         arguments={k: v for k, v in vars(args).items() if not callable(v) and k != "server_given"})
 
 
@@ -237,7 +237,7 @@ def cmd_train_from_data(args, progress: Progress) -> dict:
     power = [f"{c}_power" for c in source.components if f"{c}_power" in data]
     if not power:
         raise InputError(f"{path}: no power column of {source.name} ({', '.join(c + '_power' for c in source.components)})")
-    meta = {"timestamp", "node_type", "instance", "id"}
+    meta = {"timestamp", "node_type", "instance", "id", "workload"}
     features = sorted(c for c in data.columns if c not in meta and not c.endswith("_power")
                       and not c.startswith(("Unnamed", "packge_ratio", "package_ratio")) and c != "")
     if not features:
@@ -251,7 +251,8 @@ def cmd_train_from_data(args, progress: Progress) -> dict:
     trainers = trainer_names(args.trainers)
     if len(data) < MIN_ROWS:
         raise TooFewSamplesError(f"{path}: {len(data)} rows, need at least {MIN_ROWS}")
-    table = Table(source.name, group, ot, features, power, data[["timestamp", "instance", "node_type"] + features + power])
+    keys = ["timestamp", "instance", "node_type"] + (["workload"] if "workload" in data else [])
+    table = Table(source.name, group, ot, features, power, data[keys + features + power])
     settings = _settings(args, [source], [group], trainers if ot is OutputType.ABS else [],
                          trainers if ot is OutputType.DYN else [])
     summary = train_and_publish([table], settings, _model_path(args), [], progress.counter(len(trainers)))
@@ -310,12 +311,18 @@ def _training(parser: argparse.ArgumentParser) -> None:
                    help="how idle power is removed for DynPower models (default: min)")
     t.add_argument("--profile", default=None, help="query output of the idle machine (isolator 'profile')")
     t.add_argument("--abs-trainers", default="default", help="AbsPower trainers, comma list (e.g. "
-                   "LinearRegression,GradientBoostingRegressor,XgboostFit), or 'default' for the whole catalogue")
-    t.add_argument("--dyn-trainers", default="default", help="DynPower trainers, comma list, or 'default'")
-    t.add_argument("--trainers", default="default", help="trainers for train_from_data")
+                   "LinearRegression,GradientBoostingRegressor,XgboostFit); 'default': upstream's ten; 'all': "
+                   "also HistGradientBoosting, MonotonicHistGradientBoosting, ExtraTrees (more accurate, bigger)")
+    t.add_argument("--dyn-trainers", default="default", help="DynPower trainers, as --abs-trainers")
+    t.add_argument("--trainers", default="default", help="trainers for train_from_data, as --abs-trainers")
     t.add_argument("--seed", type=int, default=0, help="random seed of the split and the trainers")
-    t.add_argument("--split", default="random", choices=["random", "time"],
-                   help="held-out 10%%: random rows (upstream) or the last 10%% of time")
+    t.add_argument("--split", default="random", choices=["random", "time", "workload"],
+                   help="held-out 10%%: random rows (upstream) or the last 10%% of time; or 'workload': leave "
+                   "each run out in turn (runs: a 'workload' column, else pauses in the timestamps, else 5 "
+                   "time blocks) and publish the model fitted on every row")
+    t.add_argument("--tuning", default="blocked", choices=["blocked", "random", "off"],
+                   help="how trainers with candidate settings pick one, by cross-validation on the training "
+                   "rows only: contiguous time folds (default), shuffled folds, or no tuning")
     t.add_argument("--max-mae", type=float, default=None, help="accuracy gate in watts: only models under it "
                    "count as published; the run fails if none passes")
     t.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="parallel fits")

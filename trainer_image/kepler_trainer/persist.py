@@ -25,6 +25,7 @@ from .trainers import TRAINERS, PowerModel
 TRUSTED_TYPES = frozenset({
     "kepler_trainer.trainers.CurveFitRegressor",
     "sklearn.tree._tree.Tree",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "sklearn.neighbors._kd_tree.KDTree",
     "sklearn.neighbors._ball_tree.BallTree",
     "sklearn.metrics._dist_metrics.EuclideanDistance64",

@@ -20,13 +20,13 @@ from typing import Callable, Iterable
 import pandas as pd
 from joblib import Parallel, delayed
 
-from . import evaluate
+from . import evaluate, machine
 from .errors import AccuracyGateError, TooFewSamplesError
 from .extract import Extracted
 from .features import EnergySource, OutputType, main_feature, resolve_group
 from .isolate import make_isolator
 from .persist import save_model, write_json, zip_folder
-from .trainers import TRAINERS, PowerModel, TrainerSkipped
+from .trainers import TRAINERS, PowerModel, TrainerSkipped, fresh
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 MIN_ROWS = 10  # below this a 90/10 split leaves a single test row: no honest error figure
@@ -46,6 +46,7 @@ class TrainSettings:
     profiles: dict[str, dict] = field(default_factory=dict)  # energy source -> idle profile
     node_type: int = 0
     seed: int = 0
+    tuning: str = "blocked"  # how trainers with candidate settings pick one (trainers.PowerModel)
     split: str = "random"
     test_size: float = 0.1
     max_mae: float | None = None
@@ -106,13 +107,24 @@ def plan(extracted: Extracted, settings: TrainSettings) -> tuple[list[Table], li
     return tables, skipped
 
 
-def _score(table: Table, trainer: str, model: PowerModel, test_rows, train_rows, settings: TrainSettings) -> Trained:
+def _score(table: Table, trainer: str, model: PowerModel, held_out: list[tuple[PowerModel, object]], train_rows,
+           settings: TrainSettings, offsets: dict | None = None) -> Trained:
+    """Errors on the held-out rows, each predicted by the model that did not see it (one model and
+    its test rows for a single split; one per run when leaving workloads out)."""
     X, Y = table.data[table.features], table.data[table.power]
-    predicted = model.predict_components(X.iloc[test_rows])
-    result = Trained(table, trainer, evaluate.errors(Y.iloc[test_rows], predicted),
-                     train_rows=len(train_rows), test_rows=len(test_rows))
-    result.metadata = model_metadata(result, model, settings)
+    predicted = [(m.shifted(offsets) if offsets else m).predict_components(X.iloc[rows]) for m, rows in held_out]
+    test_rows = sum(len(rows) for _, rows in held_out)
+    result = Trained(table, trainer, evaluate.pooled_errors(Y, predicted), train_rows=len(train_rows),
+                     test_rows=test_rows)
+    result.metadata = model_metadata(result, model, settings, folds=len(held_out))
     return result
+
+
+def _runs(data: pd.DataFrame):
+    """The run of each row: the table's `workload` labels if it has them, else pauses in time."""
+    if "workload" in data:
+        return data["workload"].astype(str).to_numpy()
+    return evaluate.runs(data["timestamp"].to_numpy(float))
 
 
 def _model_folder(folder: Path, result: Trained) -> Path:
@@ -128,20 +140,29 @@ def fit_and_score(table: Table, trainer: str, settings: TrainSettings, folder: P
     data = table.data
     if len(data) < MIN_ROWS:
         return [Trained(t, trainer, reason=f"too few rows ({len(data)} < {MIN_ROWS})") for t in (table, *derived)]
-    train_rows, test_rows = evaluate.split(len(data), settings.test_size, settings.split, settings.seed)
     mains = {p.removesuffix("_power"): main_feature(table.group, p.removesuffix("_power"), table.features)
              for p in table.power}
-    model = PowerModel(trainer, main_features=mains, random_state=settings.seed)
+    model = PowerModel(trainer, main_features=mains, random_state=settings.seed, tuning=settings.tuning)
+    X, Y = data[table.features], data[table.power]
     try:
-        model.fit(data[table.features].iloc[train_rows], data[table.power].iloc[train_rows])
+        if settings.split == "workload":
+            # Leave each run out in turn for the errors; the published model is fitted on every row.
+            folds = evaluate.folds(len(data), "workload", groups=_runs(data))
+            held_out = [(fresh(model).fit(X.iloc[train], Y.iloc[train]), test) for train, test in folds]
+            train_rows = range(len(data))
+            model.fit(X, Y)
+        else:
+            train_rows, test_rows = evaluate.split(len(data), settings.test_size, settings.split, settings.seed)
+            model.fit(X.iloc[train_rows], Y.iloc[train_rows])
+            held_out = [(model, test_rows)]
     except TrainerSkipped as exc:
         return [Trained(t, trainer, reason=str(exc)) for t in (table, *derived)]
-    first = _score(table, trainer, model, test_rows, train_rows, settings)
+    first = _score(table, trainer, model, held_out, train_rows, settings)
     results = [first]
     if folder is not None:
         save_model(_model_folder(folder, first), model, first.metadata)
     for twin in derived:
-        result = _score(twin, trainer, model.shifted(twin.idle), test_rows, train_rows, settings)
+        result = _score(twin, trainer, model.shifted(twin.idle), held_out, train_rows, settings, offsets=twin.idle)
         result.metadata["derived_from"] = table.output_type.value
         if folder is not None:
             save_model(_model_folder(folder, result), model.shifted(twin.idle), result.metadata,
@@ -187,7 +208,7 @@ def model_name(trained: Trained, node_type: int) -> str:
     return f"{trained.trainer}_{node_type}"
 
 
-def model_metadata(trained: Trained, model: PowerModel, settings: TrainSettings) -> dict:
+def model_metadata(trained: Trained, model: PowerModel, settings: TrainSettings, folds: int = 1) -> dict:
     table, spec = trained.table, model.spec
     rounded = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in trained.metrics.items()}
     return {
@@ -204,7 +225,9 @@ def model_metadata(trained: Trained, model: PowerModel, settings: TrainSettings)
         "node_type": settings.node_type,
         **({"machine_spec": settings.machine_spec} if settings.machine_spec else {}),
         "evaluation": {"split": settings.split, "test_size": settings.test_size, "seed": settings.seed,
-                       "train_rows": trained.train_rows, "test_rows": trained.test_rows},
+                       "train_rows": trained.train_rows, "test_rows": trained.test_rows, "folds": folds,
+                       "tuning": settings.tuning},
+        "hyperparameters": getattr(model, "tuned_", {}),
         "constant_components": [c for c in model.components_ if model.is_constant(c)],
         "passed_gate": settings.max_mae is None or trained.metrics["mae"] <= settings.max_mae,
     }
@@ -214,12 +237,14 @@ METADATA_COLUMNS = ["model_name", "model_class", "model_file", "features", "fe_f
 
 
 def metadata_csv(rows: list[dict], components: Iterable[str]) -> pd.DataFrame:
-    """The `<source>_<OutputType>_model_metadata.csv` table, in upstream's column order."""
+    """The `<source>_<OutputType>_model_metadata.csv` table, in upstream's column order; R² per
+    component and the gate's verdict follow upstream's columns."""
     components = list(components)
     columns = (METADATA_COLUMNS + [f"{c}_mae" for c in components] + [f"{c}_mape" for c in components]
                + ["trainer", "node_type", "feature_group"])
     frame = pd.DataFrame([{k: (repr(v) if isinstance(v, list) else v) for k, v in r.items()} for r in rows])
-    frame = frame.reindex(columns=columns + [c for c in ("passed_gate",) if c in frame])
+    extra = [f"{c}_r2" for c in components] + ["passed_gate"]
+    frame = frame.reindex(columns=columns + [c for c in extra if c in frame])
     return frame.sort_values(["feature_group", "mae"], kind="stable").reset_index(drop=True)
 
 
@@ -327,8 +352,26 @@ def write_pipeline(folder: Path, previous: Path | None, results: list[Trained], 
             for r in results if not r.ok],
     })
     write_json(folder / "train_arguments.json", settings.arguments)
-    write_json(folder / "node_type_index.json", {str(settings.node_type): {
-        "attrs": settings.machine_spec or {}, "members": [settings.arguments.get("id") or "unknown"]}})
+    write_json(folder / "node_type_index.json", _node_type_index(previous, settings))
+
+
+def _node_type_index(previous: Path | None, settings: TrainSettings) -> dict:
+    """The previous version's index with this run's node type set to the machine's normalised spec
+    (machine.py), its id added to the members when the spec is unchanged."""
+    import json
+
+    member = settings.arguments.get("id") or "unknown"
+    try:
+        index = json.loads((previous / "node_type_index.json").read_text()) if previous else {}
+    except (OSError, ValueError):
+        index = {}
+    spec = machine.normalise_spec(settings.machine_spec or {})
+    entry = index.get(str(settings.node_type))
+    if entry and machine.covers(entry.get("attrs", {}), spec) and machine.complete(spec):
+        entry["members"] = list(dict.fromkeys([*entry.get("members", []), member]))
+    else:
+        index[str(settings.node_type)] = {"attrs": spec, "members": [member]}
+    return index
 
 
 def _write_metadata_csvs(folder: Path) -> None:
