@@ -171,7 +171,7 @@ def zip_folder(folder: Path, target: Path) -> None:
             info = zipfile.ZipInfo(str(path.relative_to(folder)), date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_STORED if path.suffix == ".zip" else zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
-            archive.writestr(info, path.read_bytes())
+            archive.writestr(info, path.read_bytes(), compresslevel=1)  # a ZipInfo ignores the archive's level
 
 
 class LoadedModel:

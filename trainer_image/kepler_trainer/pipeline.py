@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import warnings
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -132,6 +133,19 @@ def _model_folder(folder: Path, result: Trained) -> Path:
     return folder / table.source / table.output_type.value / table.group / result.metadata["model_name"]
 
 
+def _fit(model: PowerModel, X: pd.DataFrame, Y: pd.DataFrame, data: pd.DataFrame, settings: TrainSettings):
+    """Fit `model`; returns the (model, held-out rows) pairs to score and the training rows."""
+    if settings.split == "workload":
+        # Leave each run out in turn for the errors; the published model is fitted on every row.
+        folds = evaluate.folds(len(data), "workload", groups=_runs(data))
+        held_out = [(fresh(model).fit(X.iloc[train], Y.iloc[train]), test) for train, test in folds]
+        model.fit(X, Y)
+        return held_out, range(len(data))
+    train_rows, test_rows = evaluate.split(len(data), settings.test_size, settings.split, settings.seed)
+    model.fit(X.iloc[train_rows], Y.iloc[train_rows])
+    return [(model, test_rows)], train_rows
+
+
 def fit_and_score(table: Table, trainer: str, settings: TrainSettings, folder: Path | None = None,
                   derived: list[Table] = ()) -> list[Trained]:
     """Fit one trainer on the training split of one table, score it on the held-out split, and save it
@@ -145,25 +159,20 @@ def fit_and_score(table: Table, trainer: str, settings: TrainSettings, folder: P
     model = PowerModel(trainer, main_features=mains, random_state=settings.seed, tuning=settings.tuning)
     X, Y = data[table.features], data[table.power]
     try:
-        if settings.split == "workload":
-            # Leave each run out in turn for the errors; the published model is fitted on every row.
-            folds = evaluate.folds(len(data), "workload", groups=_runs(data))
-            held_out = [(fresh(model).fit(X.iloc[train], Y.iloc[train]), test) for train, test in folds]
-            train_rows = range(len(data))
-            model.fit(X, Y)
-        else:
-            train_rows, test_rows = evaluate.split(len(data), settings.test_size, settings.split, settings.seed)
-            model.fit(X.iloc[train_rows], Y.iloc[train_rows])
-            held_out = [(model, test_rows)]
+        with warnings.catch_warnings(record=True) as caught:  # e.g. SGD's ConvergenceWarning: recorded, not printed
+            warnings.simplefilter("always")
+            held_out, train_rows = _fit(model, X, Y, data, settings)
     except TrainerSkipped as exc:
         return [Trained(t, trainer, reason=str(exc)) for t in (table, *derived)]
+    fit_warnings = sorted({f"{w.category.__name__}: {str(w.message).split('.')[0]}" for w in caught})
     first = _score(table, trainer, model, held_out, train_rows, settings)
+    first.metadata["fit_warnings"] = fit_warnings
     results = [first]
     if folder is not None:
         save_model(_model_folder(folder, first), model, first.metadata)
     for twin in derived:
         result = _score(twin, trainer, model.shifted(twin.idle), held_out, train_rows, settings, offsets=twin.idle)
-        result.metadata["derived_from"] = table.output_type.value
+        result.metadata.update(derived_from=table.output_type.value, fit_warnings=fit_warnings)
         if folder is not None:
             save_model(_model_folder(folder, result), model.shifted(twin.idle), result.metadata,
                        same_regressors=_model_folder(folder, first))
