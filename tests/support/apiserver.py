@@ -109,13 +109,21 @@ class KubeAPI:
         return {**os.environ, "KUBECONFIG": self.kubeconfig}
 
 
-def _ensure_namespace(api: client.ApiClient, name: str) -> None:
+def _ensure_namespace(api: client.ApiClient, name: str, timeout: float = 60.0) -> None:
+    """Create the namespace; right after start-up the shim's Namespace kind may not be served yet
+    (404) or its storage may still initialise (429), so those are retried until `timeout`."""
     body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
-    try:
-        client.CoreV1Api(api).create_namespace(body, _preload_content=False)
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.CoreV1Api(api).create_namespace(body, _preload_content=False)
+            return
+        except ApiException as exc:
+            if exc.status == 409:
+                return
+            if exc.status not in (404, 429) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 @contextlib.contextmanager
@@ -274,10 +282,5 @@ def phase(resource: dict[str, Any]) -> str | None:
 
 
 def ensure_namespace(kube: KubeAPI, name: str) -> str:
-    try:
-        client.CoreV1Api(kube.client).create_namespace({"apiVersion": "v1", "kind": "Namespace",
-                                                        "metadata": {"name": name}}, _preload_content=False)
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
+    _ensure_namespace(kube.client, name)
     return name
