@@ -12,7 +12,7 @@ import pytest
 
 from kepler_trainer import promjson
 from tests.support.openmetrics import GROUND_TRUTH, assert_matches_backfill
-from tests.support.prometheus import free_port, session_prometheus  # noqa: F401 (fixture)
+from tests.support.prometheus import free_port
 
 pytestmark = pytest.mark.prometheus
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from kepler_trainer import prom
-from tests.support.prometheus import parse_query_args, session_prometheus, wait_scraped  # noqa: F401
+from tests.support.prometheus import parse_query_args, wait_scraped
 
 pytestmark = pytest.mark.prometheus
 
