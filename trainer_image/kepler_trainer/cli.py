@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import time
 import traceback
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from . import __version__
 from .errors import ConfigError, InputError, KeplerModelError, TooFewSamplesError
-from .features import DEFAULT_FEATURE_GROUPS, FEATURE_GROUPS, energy_source, output_type
+from .features import DEFAULT_FEATURE_GROUPS, FEATURE_GROUPS, PIPELINE_NAME, energy_source, output_type
 
 # The scientific stack (pandas, scikit-learn, skops, scipy) takes seconds to import on a busy node:
 # commands import what they use, so `--help`, usage errors and `serve` start at once.
@@ -76,18 +75,17 @@ def _load_inputs(args, progress: Progress) -> "QueryResult":
     from . import prom, promjson
     from .data import QueryResult
 
-    if args.input:
-        merged = QueryResult()
-        for path in _input_paths(args):
-            progress.stage(f"reading {path}")
-            for metric, series in promjson.load(path).metrics.items():
-                merged.metrics.setdefault(metric, []).extend(series)
-        return merged
-    if getattr(args, "server_given", False):
+    paths = _input_paths(args)  # raises when there is neither -i nor -s
+    if not paths:
         settings = prom.settings_from_args(args)
-        progress.stage(f"querying {settings.url if hasattr(settings, 'url') else 'Prometheus'}")
+        progress.stage(f"querying {settings.url}")
         return prom.fetch(settings)
-    raise InputError("no input: give -i FILE (a query output JSON) or -s URL with a time window")
+    merged = QueryResult()
+    for path in paths:
+        progress.stage(f"reading {path}")
+        for metric, series in promjson.load(path).metrics.items():
+            merged.metrics.setdefault(metric, []).extend(series)
+    return merged
 
 
 def _input_paths(args) -> list[Path]:
@@ -129,9 +127,6 @@ def _machine_spec(args) -> dict | None:
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot read machine spec {args.machine_spec}: {exc}") from None
     return spec.get("attrs", spec)
-
-
-PIPELINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def _pipeline_name(args) -> str:

@@ -13,15 +13,12 @@ import pandas as pd
 
 from .errors import InputError, ModelNotFoundError
 from .extract import KEYS, Extracted
-from .features import OutputType
+from .features import PIPELINE_NAME, OutputType
 from .persist import LoadedModel
 
-NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
-
-
 def _safe_name(kind: str, value: str) -> str:
-    if not value or set(value) - NAME_OK or value.startswith("."):
-        raise InputError(f"invalid {kind} {value!r}: use letters, digits, '.', '_' and '-'")
+    if not PIPELINE_NAME.fullmatch(value):
+        raise InputError(f"invalid {kind} {value!r}: use letters, digits, '.', '_' and '-' (not first)")
     return value
 
 

@@ -6,10 +6,14 @@ integers, because upstream renumbered its enum between releases.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import Enum
 
 from .errors import ConfigError
+
+PIPELINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+"""A pipeline name is also a folder name: no separators, no leading dot (hidden = being written)."""
 
 CONTAINER_PREFIX = "kepler_container_"
 NODE_PREFIX = "kepler_node_"

@@ -20,7 +20,7 @@ import numpy as np
 import orjson
 
 from .errors import InputError
-from .trainers import TRAINERS, PowerModel
+from .trainers import PowerModel
 
 TRUSTED_TYPES = frozenset({
     "kepler_trainer.trainers.CurveFitRegressor",
@@ -227,8 +227,3 @@ def _inside(folder: Path, name: str) -> Path:
     if folder.resolve() not in path.parents:
         raise InputError(f"{folder}: model file {name!r} points outside the model folder")
     return path
-
-
-def trainer_of(model_name: str) -> str:
-    trainer = model_name.rsplit("_", 1)[0]
-    return trainer if trainer in TRAINERS else model_name

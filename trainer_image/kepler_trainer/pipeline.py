@@ -9,6 +9,7 @@ so readers only ever see the previous complete version or the new complete versi
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import warnings
 import shutil
@@ -367,8 +368,6 @@ def write_pipeline(folder: Path, previous: Path | None, results: list[Trained], 
 def _node_type_index(previous: Path | None, settings: TrainSettings) -> dict:
     """The previous version's index with this run's node type set to the machine's normalised spec
     (machine.py), its id added to the members when the spec is unchanged."""
-    import json
-
     member = settings.arguments.get("id") or "unknown"
     try:
         index = json.loads((previous / "node_type_index.json").read_text()) if previous else {}
@@ -385,8 +384,6 @@ def _node_type_index(previous: Path | None, settings: TrainSettings) -> dict:
 
 def _write_metadata_csvs(folder: Path) -> None:
     """Rebuild every `<source>_<OutputType>_model_metadata.csv` from the model folders present."""
-    import json
-
     rows: dict[tuple[str, str], list[dict]] = {}
     for meta_file in sorted(folder.glob("*/*/*/*/metadata.json")):
         source, ot = meta_file.relative_to(folder).parts[:2]
@@ -397,8 +394,6 @@ def _write_metadata_csvs(folder: Path) -> None:
 
 
 def _previous_init_time(previous: Path) -> str | None:
-    import json
-
     try:
         return json.loads((previous / "metadata.json").read_text()).get("init_time")
     except (OSError, ValueError):
