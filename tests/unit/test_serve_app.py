@@ -42,3 +42,51 @@ def test_create_app_answers_in_process(tmp_path: Path, fast_path: bool) -> None:
 ])
 def test_route_labels_are_a_fixed_set(path: str, route: str) -> None:
     assert route_of("GET", path) == route
+
+
+def test_batched_request_metrics_equal_one_observation_at_a_time() -> None:
+    """RequestMetrics adds counts in batches through prometheus-client internals: the exposition
+    must equal what observe() and inc() one request at a time would give."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.metrics import Counter, Histogram
+    from kepler_trainer.serve.metrics import LATENCY_BUCKETS, RequestMetrics
+
+    requests = [("/model", "POST", 200, 0.0004), ("/model", "POST", 200, 0.0005), ("/model-weights", "GET", 404, 0.03),
+                ("/model", "POST", 400, 2.5), ("/model", "POST", 200, 7.0), ("/model-weights", "GET", 200, 0.001)]
+    batched_registry, direct_registry = CollectorRegistry(), CollectorRegistry()
+    batched = RequestMetrics(batched_registry)
+    for request in requests:
+        batched.observe(*request)  # no running loop here: flushes at once; below, one batch
+    batched.flush()
+    counter = Counter("kepler_model_server_requests", "HTTP requests answered", ["route", "method", "status"],
+                      registry=direct_registry)
+    latency = Histogram("kepler_model_server_request_duration_seconds", "Time to answer a request", ["route"],
+                        buckets=LATENCY_BUCKETS, registry=direct_registry)
+    Counter("kepler_model_server_selections", "Models chosen by selection requests (POST /model, short names)",
+            ["pipeline", "source", "output_type", "feature_group", "model", "node_type_match"], registry=direct_registry)
+    for route, method, status, seconds in requests:
+        counter.labels(route, method, str(status)).inc()
+        latency.labels(route).observe(seconds)
+
+    async def in_one_batch() -> None:
+        again = RequestMetrics(CollectorRegistry())
+        for request in requests:
+            again.observe(*request)
+        assert not list(again.requests.collect())[0].samples  # inside a loop, nothing is written before the flush
+        again.flush()
+        assert _samples(again) == _samples(batched)
+    assert generate_latest(batched_registry) == generate_latest(direct_registry)
+    asyncio.run(in_one_batch())
+
+
+def _samples(metrics) -> list:
+    return [(s.name, s.labels, s.value) for m in (metrics.requests, metrics.latency) for f in m.collect() for s in f.samples]
+
+
+@pytest.mark.parametrize(("address", "expected"), [
+    ("127.0.0.1:8100", ("127.0.0.1", 8100)), ("[::1]:443", ("::1", 443)), ("", None), ("unix", ("unix", 0)),
+])
+def test_rsgi_addresses_become_asgi_pairs(address: str, expected: tuple | None) -> None:
+    from kepler_trainer.serve.rsgi import _address
+
+    assert _address(address) == expected

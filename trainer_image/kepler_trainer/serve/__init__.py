@@ -95,12 +95,18 @@ def _server(choice: str) -> str | None:
 
 
 def _serve_granian(args: argparse.Namespace) -> None:
+    import importlib.util
+
     from granian import Granian
-    from granian.constants import Interfaces
+    from granian.constants import Interfaces, Loops
     from granian.log import LogLevels
 
+    # RSGI: granian's own interface, less work per request than its ASGI emulation (docs/serve.md).
+    # uvloop named rather than "auto", which would take rloop whenever it happens to be installed:
+    # rloop measured slower and far more erratic here.
+    loop = Loops.uvloop if importlib.util.find_spec("uvloop") else Loops.asyncio
     Granian(f"{__name__}:app_from_env", factory=True, address=args.host, port=args.port,
-            interface=Interfaces.ASGI, workers=args.workers, websockets=False,
+            interface=Interfaces.RSGI, loop=loop, workers=args.workers, websockets=False,
             log_level=LogLevels(args.log_level), log_access=args.access_log,
             respawn_failed_workers=True).serve()
 

@@ -1,4 +1,4 @@
-"""The app factory: FastAPI for the routes and the OpenAPI document, a thin ASGI layer in front.
+"""The app factory: FastAPI for the routes and the OpenAPI document, a thin layer in front.
 
 The front layer (`Front`, the outermost middleware) does for every HTTP request what must not be
 skipped: the body size limit (413 before the body is read past the limit), request counters and
@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
 
 import orjson
 from fastapi import FastAPI, Request
@@ -24,6 +23,7 @@ from fastapi.responses import Response
 from prometheus_client import CollectorRegistry, disable_created_metrics
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from . import rsgi
 from .catalog import Catalog
 from .errors import BodyTooLarge, InvalidRequest, ServeError
 from .metrics import RequestMetrics, exposition
@@ -38,6 +38,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 """Kepler's POST /model body is under 2 kB; anything near this limit is not a model request."""
 
@@ -64,12 +65,9 @@ def create_app(models_dir: Path, *, default_pipeline: str | None = None,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        catalog.snapshot()  # read the folder before the first request, so /readyz is right at once
-        if catalog.ready:
-            log.info("models folder %s: %d pipelines", catalog.root, len(catalog.snapshot().pipelines))
-        else:
-            log.warning("not ready: %s", catalog.error)
+        _read_models_folder(catalog)
         yield
+        service.metrics.flush()
 
     app = FastAPI(title="Kepler model server", version="0.1.0", lifespan=lifespan,
                   description="Serves the power models published under the models folder to Kepler.")
@@ -78,6 +76,7 @@ def create_app(models_dir: Path, *, default_pipeline: str | None = None,
 
     @app.get("/metrics", summary="Prometheus exposition: served models and request metrics")
     async def metrics() -> Response:
+        service.metrics.flush()  # this worker's latest requests; other workers' within FLUSH_DELAY
         return Response(exposition(catalog, registry), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.exception_handler(ServeError)
@@ -112,7 +111,12 @@ def route_of(method: str, path: str) -> str:
 
 
 class Front:
-    """Outermost ASGI layer: body limit, metrics, error translation, and the fast path."""
+    """Outermost layer: body limit, metrics, error translation, and the fast path.
+
+    It speaks ASGI (`__call__`: uvicorn, in-process clients) and granian's RSGI (`__rsgi__`),
+    which hands a request over with less per-request work than granian's ASGI emulation; routes
+    the fast path does not answer are bridged to FastAPI (`serve/rsgi.py`).
+    """
 
     def __init__(self, app: ASGIApp, service: Service, max_body_bytes: int, fast_path: bool) -> None:
         self.app = app
@@ -127,11 +131,9 @@ class Front:
         method, path = scope["method"], scope["path"]
         status = 500
         try:
-            reply, body = None, None
-            if method in ("POST", "PUT", "PATCH"):
-                body = await self._body(scope, receive)
-            if self.fast_path:
-                reply = self._fast(method, path, scope, body)
+            body = await self._asgi_body(scope, receive) if method in BODY_METHODS else None
+            query = scope.get("query_string", b"").decode("latin-1")
+            reply = self.service.answer(method, path, query, body) if self.fast_path else None
             if reply is not None:
                 status = reply.status
                 await _send_reply(send, reply)
@@ -143,34 +145,45 @@ class Front:
         finally:
             self.service.metrics.observe(route_of(method, path), method, status, time.perf_counter() - started)
 
-    def _fast(self, method: str, path: str, scope: Scope, body: bytes | None) -> Reply | None:
-        """The reply for a hot route, or None to let FastAPI route the request."""
-        service = self.service
-        if method == "GET":
-            if path.startswith("/model-weights/"):
-                return service.model_weights(path[len("/model-weights/"):], _query(scope))
-            if path.startswith("/models/"):
-                return service.model_zip(path[len("/models/"):], _query(scope))
-            if path == "/best-models":
-                return service.best_models(_query(scope))
-            if path == "/healthz":
-                return service.healthz()
-            if path == "/readyz":
-                return service.readyz()
-        elif method == "POST" and path == "/model":
-            return service.post_model(body or b"")
-        return None
+    async def __rsgi__(self, scope: Any, proto: Any) -> None:
+        started = time.perf_counter()
+        method, path = scope.method, scope.path
+        status = 500
+        try:
+            body = await self._rsgi_body(scope, proto) if method in BODY_METHODS else None
+            reply = self.service.answer(method, path, scope.query_string, body) if self.fast_path else None
+            if reply is not None:
+                status = reply.status
+                proto.response_bytes(status, reply.rsgi_headers, reply.body)
+            else:
+                status = await rsgi.forward(self.app, scope, proto, body)
+        except ServeError as exc:
+            status = exc.status
+            reply = error_reply(exc)
+            proto.response_bytes(status, reply.rsgi_headers, reply.body)
+        finally:
+            self.service.metrics.observe(route_of(method, path), method, status, time.perf_counter() - started)
 
-    async def _body(self, scope: Scope, receive: Receive) -> bytes:
+    def __rsgi_init__(self, loop: Any) -> None:
+        """Granian calls this once per worker before serving (RSGI has no lifespan events)."""
+        _read_models_folder(self.service.catalog)
+
+    def __rsgi_del__(self, loop: Any) -> None:
+        self.service.metrics.flush()
+
+    def _check_declared_length(self, value: bytes | str | None) -> None:
+        if value is None:
+            return
+        try:
+            declared = int(value)
+        except ValueError:
+            raise InvalidRequest("invalid Content-Length") from None
+        if declared > self.max_body_bytes:
+            raise BodyTooLarge(f"the body has {declared} bytes; the limit is {self.max_body_bytes}")
+
+    async def _asgi_body(self, scope: Scope, receive: Receive) -> bytes:
         """The whole body, refused with 413 once it exceeds the limit (declared or streamed)."""
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    raise InvalidRequest("invalid Content-Length") from None
-                if declared > self.max_body_bytes:
-                    raise BodyTooLarge(f"the body has {declared} bytes; the limit is {self.max_body_bytes}")
+        self._check_declared_length(next((v for k, v in scope.get("headers", ()) if k == b"content-length"), None))
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -183,6 +196,19 @@ class Front:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
+        return b"".join(chunks)
+
+    async def _rsgi_body(self, scope: Any, proto: Any) -> bytes:
+        declared = scope.headers.get("content-length")
+        self._check_declared_length(declared)
+        if declared is not None:  # the framing bounds what granian reads, and it was checked above
+            return await proto()
+        chunks, size = [], 0
+        async for chunk in proto:  # chunked transfer: count while streaming
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise BodyTooLarge(f"the body exceeds the limit of {self.max_body_bytes} bytes")
+            chunks.append(chunk)
         return b"".join(chunks)
 
     async def _forward(self, scope: Scope, receive: Receive, send: Send, body: bytes | None) -> int:
@@ -208,16 +234,13 @@ class Front:
         return status
 
 
-def _query(scope: Scope) -> dict[str, str]:
-    raw = scope.get("query_string", b"")
-    if not raw:
-        return {}
-    if len(raw) > 8192:
-        raise InvalidRequest("the query string is too long")
-    try:
-        return dict(parse_qsl(raw.decode("latin-1"), keep_blank_values=True, max_num_fields=64))
-    except ValueError as exc:
-        raise InvalidRequest(f"invalid query string: {exc}") from None
+def _read_models_folder(catalog: Catalog) -> None:
+    """Read the folder before the first request, so /readyz is right at once."""
+    catalog.snapshot()
+    if catalog.ready:
+        log.info("models folder %s: %d pipelines", catalog.root, len(catalog.snapshot().pipelines))
+    else:
+        log.warning("not ready: %s", catalog.error)
 
 
 async def _send_reply(send: Send, reply: Reply) -> None:

@@ -158,6 +158,7 @@ class Catalog:
 
     def __init__(self, root: Path, *, racy_window: float = 1.0, rescan_interval: float = 5.0) -> None:
         self.root = Path(root).absolute()
+        self._root_str = str(self.root)  # stat() on every request: skip pathlib's conversion
         self.racy_window_ns = int(racy_window * 1e9)
         self.rescan_interval = rescan_interval
         self.error: str | None = "the models folder has not been read yet"
@@ -177,7 +178,7 @@ class Catalog:
     def snapshot(self) -> Snapshot:
         """The current snapshot, after a stat() of the models folder (re-listed when it changed)."""
         try:
-            st = os.stat(self.root)
+            st = os.stat(self._root_str)
         except OSError as exc:
             return self._lost(f"cannot read the models folder {self.root}: {exc.strerror}")
         signature = (st.st_dev, st.st_ino, st.st_mtime_ns)

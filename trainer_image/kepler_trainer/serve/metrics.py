@@ -1,15 +1,17 @@
 """Prometheus exposition: the served models (errors and weights) and the server's own traffic.
 
 Model gauges are computed at scrape time from the catalog, so they follow publishes without
-bookkeeping. Request counters and latency histograms are ordinary prometheus-client metrics; with
-several uvicorn workers, prometheus-client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by
-`run`) sums them across workers.
+bookkeeping. Request counters and latency histograms are prometheus-client metrics, fed in
+batches (`RequestMetrics`); with several workers, prometheus-client's multiprocess mode
+(PROMETHEUS_MULTIPROC_DIR, set by `run`) sums them across workers.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -36,7 +38,15 @@ def follow_multiprocess_setting() -> None:
 
 
 class RequestMetrics:
-    """Counters and latencies of the server's own requests, labelled by route template."""
+    """Counters and latencies of the server's own requests, labelled by route template.
+
+    A request only bumps plain Python counters; they are added to the prometheus-client metrics
+    (shared files across workers in multiprocess mode) at most FLUSH_DELAY seconds later, and
+    before this worker's own exposition. Per request that is a dict update instead of three
+    locked writes to memory-mapped files, about a third of a cached answer's cost.
+    """
+
+    FLUSH_DELAY = 0.2
 
     def __init__(self, registry: CollectorRegistry) -> None:
         follow_multiprocess_setting()
@@ -48,22 +58,62 @@ class RequestMetrics:
         self.selections = Counter("kepler_model_server_selections",
                                   "Models chosen by selection requests (POST /model, short names)",
                                   [*MODEL_LABELS, "node_type_match"], registry=registry)
-        self._children: dict[tuple[str, str, int], Callable[[], None]] = {}
-        self._timers: dict[str, Callable[[float], None]] = {}
+        self._bounds = (*LATENCY_BUCKETS, math.inf)
+        self._counts: dict[tuple[str, str, int], int] = {}
+        self._latencies: dict[str, list[float]] = {}  # route -> count per bucket, then the sum
+        self._selections: dict[tuple[int, str], list[Any]] = {}  # (id(entry), match) -> [entry, match, n]
+        self._flush_scheduled = False
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         key = (route, method, status)
-        inc = self._children.get(key)
-        if inc is None:  # label lookups cost more than the increment: cache the children
-            inc = self._children[key] = self.requests.labels(route, method, str(status)).inc
-        inc()
-        timer = self._timers.get(route)
-        if timer is None:
-            timer = self._timers[route] = self.latency.labels(route).observe
-        timer(seconds)
+        self._counts[key] = self._counts.get(key, 0) + 1
+        latency = self._latencies.get(route)
+        if latency is None:
+            latency = self._latencies[route] = [0] * len(self._bounds) + [0.0]
+        latency[bisect_left(self._bounds, seconds)] += 1
+        latency[-1] += seconds
+        if not self._flush_scheduled:
+            self._schedule_flush()
 
     def selected(self, entry: ModelEntry, node_type_match: str) -> None:
-        self.selections.labels(*_model_labels(entry), node_type_match).inc()
+        # Keyed by identity: the entry stays referenced until the flush, so its id stays unique.
+        pending = self._selections.get((id(entry), node_type_match))
+        if pending is None:
+            self._selections[(id(entry), node_type_match)] = [entry, node_type_match, 1]
+        else:
+            pending[2] += 1
+
+    def flush(self) -> None:
+        """Add the counts gathered since the last flush to the prometheus-client metrics."""
+        self._flush_scheduled = False
+        counts, self._counts = self._counts, {}
+        latencies, self._latencies = self._latencies, {}
+        selections, self._selections = self._selections, {}
+        for (route, method, status), n in counts.items():
+            self.requests.labels(route, method, str(status)).inc(n)
+        for route, buckets in latencies.items():
+            _add_observations(self.latency.labels(route), buckets[:-1], buckets[-1])
+        for entry, node_type_match, n in selections.values():
+            self.selections.labels(*_model_labels(entry), node_type_match).inc(n)
+
+    def _schedule_flush(self) -> None:
+        self._flush_scheduled = True
+        try:
+            asyncio.get_running_loop().call_later(self.FLUSH_DELAY, self.flush)
+        except RuntimeError:  # no event loop (a handler called directly): nothing to batch with
+            self.flush()
+
+
+def _add_observations(child: Histogram, per_bucket: list[float], total: float) -> None:
+    """Add many observations at once: n in bucket i, summing to `total`.
+
+    prometheus-client has no batch observe; this writes the same values `observe()` writes, one
+    bucket (not cumulative) per observation and the sum (`tests/unit/test_serve_app.py` compares).
+    """
+    child._sum.inc(total)
+    for bucket, n in zip(child._buckets, per_bucket):
+        if n:
+            bucket.inc(n)
 
 
 class ModelCollector(Collector):

@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
+from urllib.parse import parse_qsl
 
 import orjson
 from fastapi import APIRouter, Body, Path, Query, Request, Response
@@ -41,6 +42,7 @@ from .selection import (
 JSON = "application/json"
 ZIP = "application/zip"
 STALE_RETRIES = 3
+PROBES = frozenset({"/healthz", "/readyz"})
 MAX_CACHED_KEY = 4096
 """Bodies up to this size are cache keys (Kepler's are under 2 kB); larger ones are answered afresh."""
 _FEATURE = re.compile(FEATURE_PATTERN)
@@ -48,21 +50,24 @@ _FEATURE = re.compile(FEATURE_PATTERN)
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """A complete answer: status, media type, body bytes and extra headers (ASGI form precomputed)."""
+    """A complete answer: status, media type, body bytes and extra headers (ASGI and RSGI forms
+    precomputed), and for a selection the model chosen (counted each time the answer is sent)."""
 
     status: int
     body: bytes
     media_type: str = JSON
     headers: tuple[tuple[str, str], ...] = ()
+    choice: Choice | None = field(default=None, repr=False, compare=False)
     asgi_headers: list[tuple[bytes, bytes]] = field(init=False, repr=False, compare=False)
+    rsgi_headers: list[tuple[str, str]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         encoded = [(b"content-type", self.media_type.encode()), (b"content-length", b"%d" % len(self.body))]
         encoded += [(k.lower().encode(), v.encode("latin-1", "replace")) for k, v in self.headers]
         object.__setattr__(self, "asgi_headers", encoded)
-
-
-Answer = tuple[Reply, "Choice | None"]
+        # RSGI takes str, and granian frames the body itself
+        rsgi = [(k.decode(), v.decode("latin-1")) for k, v in encoded if k != b"content-length"]
+        object.__setattr__(self, "rsgi_headers", rsgi)
 
 
 def error_reply(exc: ServeError) -> Reply:
@@ -70,27 +75,82 @@ def error_reply(exc: ServeError) -> Reply:
 
 
 class Service:
-    """The handlers, over one catalog."""
+    """The handlers, over one catalog.
+
+    `answer` takes a request as it arrived (method, path, raw query string, body) and looks it up
+    in the current snapshot's answers first: Kepler's requests repeat byte for byte, so parsing,
+    validating and selecting run once per snapshot and distinct request. The fast path and the
+    FastAPI routes both call it.
+    """
 
     def __init__(self, catalog: Catalog, metrics: RequestMetrics, default_pipeline: str | None = None) -> None:
         self.catalog = catalog
         self.metrics = metrics
         self.default_pipeline = default_pipeline
 
-    # -- selection ---------------------------------------------------------------------------
-    def post_model(self, body: bytes) -> Reply:
-        def answer(snapshot: Snapshot) -> Answer:
-            try:
-                raw = orjson.loads(body)
-            except orjson.JSONDecodeError:
-                raise InvalidRequest("the body is not valid JSON") from None
-            return self._selected(snapshot, parse_model_request(raw))
-        return self._answer(answer, ("POST /model", body) if len(body) <= MAX_CACHED_KEY else None)
+    def answer(self, method: str, path: str, raw_query: str = "", body: bytes | None = None) -> Reply | None:
+        """The reply to a model route or probe; None when the request is for another route."""
+        if method == "GET" and path in PROBES:
+            return self.healthz() if path == "/healthz" else self.readyz()
+        key = (method, path, raw_query, body) if body is None or len(body) <= MAX_CACHED_KEY else None
+        reply = self.catalog.snapshot().answers.get(key) if key is not None else None
+        if reply is None:
+            work = self._work_for(method, path, raw_query, body)
+            if work is None:
+                return None
+            reply = self._answer(key, work)
+        if reply.choice is not None:
+            self.metrics.selected(reply.choice.entry, reply.choice.node_type_match)
+        return reply
 
     def answer_model_request(self, request: ModelRequest) -> Reply:
-        return self._answer(lambda snapshot: self._selected(snapshot, request))
+        """POST /model with a body already validated (FastAPI's route)."""
+        reply = self._answer(None, lambda snapshot: self._selected(snapshot, request))
+        if reply.choice is not None:
+            self.metrics.selected(reply.choice.entry, reply.choice.node_type_match)
+        return reply
 
-    def _selected(self, snapshot: Snapshot, request: ModelRequest) -> Answer:
+    def pipelines(self) -> Reply:
+        snapshot = self.catalog.snapshot()
+        listing = [
+            {"name": p.name, "models": len(p.models), "sources": sorted(p.sources),
+             "last_update_time": p.metadata.get("last_update_time"), "node_types": sorted(p.node_types)}
+            for p in snapshot.pipelines.values()
+        ]
+        return Reply(200, orjson.dumps({"pipelines": listing}))
+
+    def healthz(self) -> Reply:
+        return Reply(200, b'{"status":"ok"}')
+
+    def readyz(self) -> Reply:
+        self.catalog.snapshot()
+        if not self.catalog.ready:
+            raise NotReady(self.catalog.error or "not ready")
+        return Reply(200, b'{"status":"ready"}')
+
+    def _work_for(self, method: str, path: str, raw_query: str,
+                  body: bytes | None) -> Callable[[Snapshot], Reply] | None:
+        """What answering the request takes, given a snapshot; None for a route not handled here."""
+        if method == "GET":
+            if path.startswith("/model-weights/"):
+                return lambda snapshot: self._model_weights(snapshot, path[len("/model-weights/"):], raw_query)
+            if path.startswith("/models/"):
+                return lambda snapshot: self._model_zip(snapshot, path[len("/models/"):], raw_query)
+            if path == "/best-models":
+                return lambda snapshot: self._best_models(snapshot, raw_query)
+        elif method == "POST" and path == "/model":
+            return lambda snapshot: self._post_model(snapshot, body or b"")
+        return None
+
+    # -- the work behind each handler, on one snapshot -------------------------------------------
+    def _post_model(self, snapshot: Snapshot, body: bytes) -> Reply:
+        try:
+            raw = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise InvalidRequest("the body is not valid JSON") from None
+        return self._selected(snapshot, parse_model_request(raw))
+
+    def _selected(self, snapshot: Snapshot, request: ModelRequest) -> Reply:
         if request.trainer_name:
             check_name(request.trainer_name, "trainer_name")
         if request.pipeline_name:
@@ -105,103 +165,84 @@ class Service:
         )
         return self._chosen(snapshot, criteria, request.pipeline_name, request.weight)
 
-    def _chosen(self, snapshot: Snapshot, criteria: Criteria, pipeline_name: str, weight: bool) -> Answer:
+    def _chosen(self, snapshot: Snapshot, criteria: Criteria, pipeline_name: str, weight: bool) -> Reply:
         pipeline = choose_pipeline(snapshot.pipelines, criteria.source, pipeline_name, self.default_pipeline)
         choice = select(pipeline, criteria)
         if weight:
-            return Reply(200, choice.entry.weight_answer or b"", JSON, _model_headers(choice.entry, choice)), choice
-        return self._zip(snapshot, choice.entry, choice), choice
+            return Reply(200, choice.entry.weight_answer or b"", JSON, _model_headers(choice.entry, choice),
+                         choice=choice)
+        return self._zip(snapshot, choice.entry, choice)
 
-    def best_models(self, params: Mapping[str, str]) -> Reply:
-        def answer(snapshot: Snapshot) -> Answer:
-            source = canonical_source(_name_param(params, "energy-source", DEFAULT_SOURCE))
-            output_type = params.get("output-type")
-            output_types = (check_output_type(output_type),) if output_type else OUTPUT_TYPES
-            group = _name_param(params, "feature-group", "") or None
-            node_type = _int_param(params, "node-type", -1)
-            conditions = parse_filter(params.get("filter", ""))
-            pipeline = choose_pipeline(snapshot.pipelines, source, _name_param(params, "pipeline-name", ""),
-                                       self.default_pipeline)
-            best = best_models(pipeline, source, output_types, group, node_type, conditions)
-            return Reply(200, orjson.dumps(best), JSON, (("X-Model-Pipeline", pipeline.name),)), None
-        return self._answer(answer, ("GET /best-models", _key(params)))
+    def _best_models(self, snapshot: Snapshot, raw_query: str) -> Reply:
+        params = parse_query(raw_query)
+        source = canonical_source(_name_param(params, "energy-source", DEFAULT_SOURCE))
+        output_type = params.get("output-type")
+        output_types = (check_output_type(output_type),) if output_type else OUTPUT_TYPES
+        group = _name_param(params, "feature-group", "") or None
+        node_type = _int_param(params, "node-type", -1)
+        conditions = parse_filter(params.get("filter", ""))
+        pipeline = choose_pipeline(snapshot.pipelines, source, _name_param(params, "pipeline-name", ""),
+                                   self.default_pipeline)
+        best = best_models(pipeline, source, output_types, group, node_type, conditions)
+        return Reply(200, orjson.dumps(best), JSON, (("X-Model-Pipeline", pipeline.name),))
 
-    # -- by name -----------------------------------------------------------------------------
-    def model_zip(self, model_type: str, params: Mapping[str, str]) -> Reply:
-        def answer(snapshot: Snapshot) -> Answer:
-            path, short = _split_model_type(model_type, ".zip")
-            if short:
-                criteria = _short_criteria(short, params, weight=False)
-                return self._chosen(snapshot, criteria, _name_param(params, "pipeline-name", ""), False)
-            return self._zip(snapshot, _lookup(snapshot, path), None), None
-        return self._answer(answer, ("GET /models", model_type, _key(params)))
+    def _model_zip(self, snapshot: Snapshot, model_type: str, raw_query: str) -> Reply:
+        path, short = _split_model_type(model_type, ".zip")
+        params = parse_query(raw_query)
+        if short:
+            criteria = _short_criteria(short, params, weight=False)
+            return self._chosen(snapshot, criteria, _name_param(params, "pipeline-name", ""), False)
+        return self._zip(snapshot, _lookup(snapshot, path), None)
 
-    def model_weights(self, model_type: str, params: Mapping[str, str]) -> Reply:
-        def answer(snapshot: Snapshot) -> Answer:
-            path, short = _split_model_type(model_type, ".json")
-            if short:
-                criteria = _short_criteria(short, params, weight=True)
-                return self._chosen(snapshot, criteria, _name_param(params, "pipeline-name", ""), True)
-            entry = _lookup(snapshot, path)
-            if entry.weight_file is None:
-                raise NotFound(f"model {path} has no weight file (only linear and curve-fit trainers have one)")
-            return Reply(200, entry.weight_file, JSON, _model_headers(entry, None)), None
-        return self._answer(answer, ("GET /model-weights", model_type, _key(params)))
+    def _model_weights(self, snapshot: Snapshot, model_type: str, raw_query: str) -> Reply:
+        path, short = _split_model_type(model_type, ".json")
+        params = parse_query(raw_query)
+        if short:
+            criteria = _short_criteria(short, params, weight=True)
+            return self._chosen(snapshot, criteria, _name_param(params, "pipeline-name", ""), True)
+        entry = _lookup(snapshot, path)
+        if entry.weight_file is None:
+            raise NotFound(f"model {path} has no weight file (only linear and curve-fit trainers have one)")
+        return Reply(200, entry.weight_file, JSON, _model_headers(entry, None))
 
-    def pipelines(self) -> Reply:
-        snapshot = self.catalog.snapshot()
-        listing = [
-            {"name": p.name, "models": len(p.models), "sources": sorted(p.sources),
-             "last_update_time": p.metadata.get("last_update_time"), "node_types": sorted(p.node_types)}
-            for p in snapshot.pipelines.values()
-        ]
-        return Reply(200, orjson.dumps({"pipelines": listing}))
-
-    # -- probes ------------------------------------------------------------------------------
-    def healthz(self) -> Reply:
-        return Reply(200, b'{"status":"ok"}')
-
-    def readyz(self) -> Reply:
-        self.catalog.snapshot()
-        if not self.catalog.ready:
-            raise NotReady(self.catalog.error or "not ready")
-        return Reply(200, b'{"status":"ready"}')
-
-    # -- helpers -----------------------------------------------------------------------------
     def _zip(self, snapshot: Snapshot, entry: ModelEntry, choice: Choice | None) -> Reply:
         if entry.zip_rel is None:
             raise NotFound(f"model {entry.path} has no zip archive")
         data = snapshot.pipelines[entry.pipeline].read(entry.zip_rel)
         headers = (*_model_headers(entry, choice),
                    ("Content-Disposition", f'attachment; filename="{entry.model_name}.zip"'))
-        return Reply(200, data, ZIP, headers)
+        return Reply(200, data, ZIP, headers, choice=choice)
 
-    def _answer(self, answer: Callable[[Snapshot], Answer], key: Hashable | None = None) -> Reply:
-        """Answer from the current snapshot (or its cache of answers); when a pipeline vanished
+    def _answer(self, key: Hashable | None, work: Callable[[Snapshot], Reply]) -> Reply:
+        """`work` on the current snapshot, or its cached answer under `key`; when a pipeline vanished
         mid-request (StaleSnapshot), rescan and answer again."""
         for _ in range(STALE_RETRIES):
             snapshot = self.catalog.snapshot()
             if not self.catalog.ready:
                 raise NotReady(self.catalog.error or "not ready")
-            cached = snapshot.answers.get(key) if key is not None else None
-            if cached is not None:
-                reply, choice = cached
-            else:
+            reply = snapshot.answers.get(key) if key is not None else None
+            if reply is None:
                 try:
-                    reply, choice = answer(snapshot)
+                    reply = work(snapshot)
                 except StaleSnapshot:
                     self.catalog.invalidate()
                     continue
                 if key is not None:
-                    snapshot.answers.put(key, (reply, choice), len(reply.body) if reply.media_type == ZIP else 0)
-            if choice is not None:
-                self.metrics.selected(choice.entry, choice.node_type_match)
+                    snapshot.answers.put(key, reply, len(reply.body) if reply.media_type == ZIP else 0)
             return reply
         raise NotReady("the pipeline kept changing while it was read; retry")
 
 
-def _key(params: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted(params.items())) if params else ()
+def parse_query(raw: str) -> dict[str, str]:
+    """A raw query string as a mapping, bounded in length and fields (400 beyond)."""
+    if not raw:
+        return {}
+    if len(raw) > 8192:
+        raise InvalidRequest("the query string is too long")
+    try:
+        return dict(parse_qsl(raw, keep_blank_values=True, max_num_fields=64))
+    except ValueError as exc:
+        raise InvalidRequest(f"invalid query string: {exc}") from None
 
 
 def _model_headers(entry: ModelEntry, choice: Choice | None) -> tuple[tuple[str, str], ...]:
@@ -297,6 +338,13 @@ ModelType = Annotated[str, Path(description="`<pipeline>/<source>/<output type>/
                                             "(optional suffix), or a short name: AbsPower or DynPower")]
 
 
+def _answered(service: Service, request: Request) -> Response:
+    """A GET model route through FastAPI: the same answer as the fast path gives."""
+    reply = service.answer("GET", request.scope["path"], request.scope.get("query_string", b"").decode("latin-1"))
+    assert reply is not None, "FastAPI routed a path that Service.answer does not know"
+    return to_response(reply)
+
+
 def build_router(service_of: Callable[[Request], Service]) -> APIRouter:
     router = APIRouter()
 
@@ -310,7 +358,7 @@ def build_router(service_of: Callable[[Request], Service]) -> APIRouter:
     async def get_best_models(request: Request, energy_source: Source = None, output_type: OutputType = None,
                               feature_group: Group = None, node_type: NodeTypeQ = None, filter: FilterQ = None,
                               pipeline_name: PipelineQ = None) -> Response:
-        return to_response(service_of(request).best_models(request.query_params))
+        return _answered(service_of(request), request)
 
     @router.get("/models/{model_type:path}", responses={200: {"content": {ZIP: {}}}, **ERRORS},
                 response_class=Response, summary="A model's zip, by path or the best for a short name")
@@ -318,7 +366,7 @@ def build_router(service_of: Callable[[Request], Service]) -> APIRouter:
                         metrics: MetricsQ = None, feature_group: Group = None, node_type: NodeTypeQ = None,
                         trainer_name: TrainerQ = None, filter: FilterQ = None,
                         pipeline_name: PipelineQ = None) -> Response:
-        return to_response(service_of(request).model_zip(model_type, request.query_params))
+        return _answered(service_of(request), request)
 
     @router.get("/model-weights/{model_type:path}", responses={200: {"content": {JSON: {}}}, **ERRORS},
                 response_class=Response, summary="A model's weight JSON, by path or the best for a short name")
@@ -326,7 +374,7 @@ def build_router(service_of: Callable[[Request], Service]) -> APIRouter:
                                 metrics: MetricsQ = None, feature_group: Group = None,
                                 node_type: NodeTypeQ = None, trainer_name: TrainerQ = None,
                                 filter: FilterQ = None, pipeline_name: PipelineQ = None) -> Response:
-        return to_response(service_of(request).model_weights(model_type, request.query_params))
+        return _answered(service_of(request), request)
 
     @router.get("/pipelines", summary="The served pipelines")
     async def get_pipelines(request: Request) -> Response:
