@@ -133,9 +133,9 @@ class Service:
         """What answering the request takes, given a snapshot; None for a route not handled here."""
         if method == "GET":
             if path.startswith("/model-weights/"):
-                return lambda snapshot: self._model_weights(snapshot, path[len("/model-weights/"):], raw_query)
+                return lambda snapshot: self._by_name(snapshot, path[len("/model-weights/"):], raw_query, True)
             if path.startswith("/models/"):
-                return lambda snapshot: self._model_zip(snapshot, path[len("/models/"):], raw_query)
+                return lambda snapshot: self._by_name(snapshot, path[len("/models/"):], raw_query, False)
             if path == "/best-models":
                 return lambda snapshot: self._best_models(snapshot, raw_query)
         elif method == "POST" and path == "/model":
@@ -186,21 +186,16 @@ class Service:
         best = best_models(pipeline, source, output_types, group, node_type, conditions)
         return Reply(200, orjson.dumps(best), JSON, (("X-Model-Pipeline", pipeline.name),))
 
-    def _model_zip(self, snapshot: Snapshot, model_type: str, raw_query: str) -> Reply:
-        path, short = _split_model_type(model_type, ".zip")
+    def _by_name(self, snapshot: Snapshot, model_type: str, raw_query: str, weight: bool) -> Reply:
+        """GET /models/<model_type> (the zip) or /model-weights/<model_type> (the weight JSON)."""
+        path, short = _split_model_type(model_type, ".json" if weight else ".zip")
         params = parse_query(raw_query)
         if short:
-            criteria = _short_criteria(short, params, weight=False)
-            return self._chosen(snapshot, criteria, _name_param(params, "pipeline-name", ""), False)
-        return self._zip(snapshot, _lookup(snapshot, path), None)
-
-    def _model_weights(self, snapshot: Snapshot, model_type: str, raw_query: str) -> Reply:
-        path, short = _split_model_type(model_type, ".json")
-        params = parse_query(raw_query)
-        if short:
-            criteria = _short_criteria(short, params, weight=True)
-            return self._chosen(snapshot, criteria, _name_param(params, "pipeline-name", ""), True)
+            criteria = _short_criteria(short, params, weight=weight)
+            return self._chosen(snapshot, criteria, _name_param(params, "pipeline-name", ""), weight)
         entry = _lookup(snapshot, path)
+        if not weight:
+            return self._zip(snapshot, entry, None)
         if entry.weight_file is None:
             raise NotFound(f"model {path} has no weight file (only linear and curve-fit trainers have one)")
         return Reply(200, entry.weight_file, JSON, _model_headers(entry, None))
