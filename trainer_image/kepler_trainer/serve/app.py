@@ -185,32 +185,24 @@ class Front:
     async def _asgi_body(self, scope: Scope, receive: Receive) -> bytes:
         """The whole body, refused with 413 once it exceeds the limit (declared or streamed)."""
         self._check_declared_length(next((v for k, v in scope.get("headers", ()) if k == b"content-length"), None))
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                raise BodyTooLarge(f"the body exceeds the limit of {self.max_body_bytes} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        return b"".join(chunks)
+        return await self._gather(_asgi_chunks(receive))
 
     async def _rsgi_body(self, scope: Any, proto: Any) -> bytes:
         declared = scope.headers.get("content-length")
         self._check_declared_length(declared)
         if declared is not None:  # the framing bounds what granian reads, and it was checked above
             return await proto()
-        chunks, size = [], 0
-        async for chunk in proto:  # chunked transfer: count while streaming
+        return await self._gather(proto)  # chunked transfer
+
+    async def _gather(self, chunks: AsyncIterator[bytes]) -> bytes:
+        """Join a streamed body, counting as it comes: 413 as soon as it passes the limit."""
+        parts, size = [], 0
+        async for chunk in chunks:
             size += len(chunk)
             if size > self.max_body_bytes:
                 raise BodyTooLarge(f"the body exceeds the limit of {self.max_body_bytes} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+            parts.append(chunk)
+        return b"".join(parts)
 
     async def _forward(self, scope: Scope, receive: Receive, send: Send, body: bytes | None) -> int:
         """Let FastAPI answer (the body, already read, is replayed); returns the status it sent."""
@@ -233,6 +225,16 @@ class Front:
 
         await self.app(scope, receive, send_watching)
         return status
+
+
+async def _asgi_chunks(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        yield message.get("body", b"")
+        if not message.get("more_body", False):
+            return
 
 
 def _read_models_folder(catalog: Catalog) -> None:

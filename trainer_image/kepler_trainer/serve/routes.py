@@ -99,16 +99,11 @@ class Service:
             if work is None:
                 return None
             reply = self._answer(key, work)
-        if reply.choice is not None:
-            self.metrics.selected(reply.choice.entry, reply.choice.node_type_match)
-        return reply
+        return self._counted(reply)
 
     def answer_model_request(self, request: ModelRequest) -> Reply:
         """POST /model with a body already validated (FastAPI's route)."""
-        reply = self._answer(None, lambda snapshot: self._selected(snapshot, request))
-        if reply.choice is not None:
-            self.metrics.selected(reply.choice.entry, reply.choice.node_type_match)
-        return reply
+        return self._counted(self._answer(None, lambda snapshot: self._selected(snapshot, request)))
 
     def pipelines(self) -> Reply:
         snapshot = self.catalog.snapshot()
@@ -207,6 +202,12 @@ class Service:
         headers = (*_model_headers(entry, choice),
                    ("Content-Disposition", f'attachment; filename="{entry.model_name}.zip"'))
         return Reply(200, data, ZIP, headers, choice=choice)
+
+    def _counted(self, reply: Reply) -> Reply:
+        """The reply, its selection (if any) counted: each time a selection is answered, cached or not."""
+        if reply.choice is not None:
+            self.metrics.selected(reply.choice.entry, reply.choice.node_type_match)
+        return reply
 
     def _answer(self, key: Hashable | None, work: Callable[[Snapshot], Reply]) -> Reply:
         """`work` on the current snapshot, or its cached answer under `key`; when a pipeline vanished
