@@ -90,3 +90,21 @@ def test_rsgi_addresses_become_asgi_pairs(address: str, expected: tuple | None) 
     from kepler_trainer.serve.rsgi import _address
 
     assert _address(address) == expected
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_the_app_answers_when_mounted_under_a_prefix(tmp_path: Path, fast_path: bool) -> None:
+    """An embedding application may mount the server under a path: the model routes still answer."""
+    from fastapi import FastAPI
+
+    publish(tmp_path, "p", [FakeModel("SGDRegressorTrainer", mae=4.0)])
+    parent = FastAPI()
+    parent.mount("/kepler", create_app(tmp_path, fast_path=fast_path))
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(parent), base_url="http://test") as client:
+            weights = await client.get("/kepler/model-weights/AbsPower", params={"energy-source": "rapl-sysfs"})
+            assert weights.status_code == 200 and weights.json()["model_name"] == "SGDRegressorTrainer_0"
+            best = await client.get("/kepler/best-models")
+            assert best.status_code == 200 and best.json()["AbsPower"]
+    asyncio.run(scenario())

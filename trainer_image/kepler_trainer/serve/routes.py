@@ -334,9 +334,10 @@ ModelType = Annotated[str, Path(description="`<pipeline>/<source>/<output type>/
                                             "(optional suffix), or a short name: AbsPower or DynPower")]
 
 
-def _answered(service: Service, request: Request) -> Response:
-    """A GET model route through FastAPI: the same answer as the fast path gives."""
-    reply = service.answer("GET", request.scope["path"], request.scope.get("query_string", b"").decode("latin-1"))
+def _answered(service: Service, request: Request, path: str) -> Response:
+    """A GET model route through FastAPI: the same answer as the fast path gives. `path` is rebuilt
+    from the route, not taken from the request, so a mounted app's prefix does not matter."""
+    reply = service.answer("GET", path, request.scope.get("query_string", b"").decode("latin-1"))
     assert reply is not None, "FastAPI routed a path that Service.answer does not know"
     return to_response(reply)
 
@@ -354,7 +355,7 @@ def build_router(service_of: Callable[[Request], Service]) -> APIRouter:
     async def get_best_models(request: Request, energy_source: Source = None, output_type: OutputType = None,
                               feature_group: Group = None, node_type: NodeTypeQ = None, filter: FilterQ = None,
                               pipeline_name: PipelineQ = None) -> Response:
-        return _answered(service_of(request), request)
+        return _answered(service_of(request), request, "/best-models")
 
     @router.get("/models/{model_type:path}", responses={200: {"content": {ZIP: {}}}, **ERRORS},
                 response_class=Response, summary="A model's zip, by path or the best for a short name")
@@ -362,7 +363,7 @@ def build_router(service_of: Callable[[Request], Service]) -> APIRouter:
                         metrics: MetricsQ = None, feature_group: Group = None, node_type: NodeTypeQ = None,
                         trainer_name: TrainerQ = None, filter: FilterQ = None,
                         pipeline_name: PipelineQ = None) -> Response:
-        return _answered(service_of(request), request)
+        return _answered(service_of(request), request, f"/models/{model_type}")
 
     @router.get("/model-weights/{model_type:path}", responses={200: {"content": {JSON: {}}}, **ERRORS},
                 response_class=Response, summary="A model's weight JSON, by path or the best for a short name")
@@ -370,7 +371,7 @@ def build_router(service_of: Callable[[Request], Service]) -> APIRouter:
                                 metrics: MetricsQ = None, feature_group: Group = None,
                                 node_type: NodeTypeQ = None, trainer_name: TrainerQ = None,
                                 filter: FilterQ = None, pipeline_name: PipelineQ = None) -> Response:
-        return _answered(service_of(request), request)
+        return _answered(service_of(request), request, f"/model-weights/{model_type}")
 
     @router.get("/pipelines", summary="The served pipelines")
     async def get_pipelines(request: Request) -> Response:
