@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import datetime
 import enum
+import re
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from croniter import croniter
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "modeltraining.kepler.io"
@@ -28,6 +30,10 @@ SAFE_REL_PATH = r"^(?:[A-Za-z0-9_][A-Za-z0-9_.-]*)(?:/[A-Za-z0-9_][A-Za-z0-9_.-]
 """A relative path of plain segments: no leading `/`, no `..`, no hidden segments."""
 
 CEL = "x-kubernetes-validations"
+
+RESERVED_PIPELINE_NAMES = frozenset({"estimations"})
+"""Names a pipeline folder may not take: `estimations/` holds EnergyEstimation results beside the pipelines
+(kept equal to the trainer's `features.RESERVED_PIPELINE_NAMES` by a unit test)."""
 
 
 def cel(rule: str, message: str, **extra: str) -> dict[str, Any]:
@@ -214,10 +220,15 @@ class Window(_Model):
         return self
 
 
-LabelFilters = Annotated[dict[str, str], Field(
-    description="Only series whose labels equal these values, e.g. {instance: node-1}.",
-    json_schema_extra={"maxProperties": 16, CEL: [
-        cel("self.all(k, k.matches('^[a-zA-Z_][a-zA-Z0-9_]*$'))", "label names must be Prometheus label names")]})]
+LABEL_NAME = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
+LabelName = Annotated[str, Field(min_length=1, max_length=128, pattern=LABEL_NAME)]
+LabelValue = Annotated[str, Field(max_length=1024)]
+LabelFilters = Annotated[dict[LabelName, LabelValue], Field(
+    description="Only series whose labels equal these values (equality, values taken literally), "
+                "e.g. {instance: node-1}.", max_length=16,
+    json_schema_extra={"maxProperties": 16, "additionalProperties": {"type": "string", "maxLength": 1024}, CEL: [
+        cel("self.all(k, k.matches('" + LABEL_NAME + "') && size(k) <= 128)",
+            "label names must be Prometheus label names of at most 128 characters")]})]
 
 MetricPrefix = Annotated[str, Field(description="Prefix of Kepler's metric names.", min_length=1, max_length=64,
                                     pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")]
@@ -293,19 +304,71 @@ class AccuracyGate(_Model):
                                            gt=0, le=1e6)] = None
 
 
+def _pipeline_name_free(name: str) -> str:
+    if name.lower().endswith(".zip"):
+        raise ValueError("a pipeline name may not end in .zip (the archive of pipeline X is X.zip)")
+    if name in RESERVED_PIPELINE_NAMES:
+        raise ValueError(f"{name!r} is reserved")
+    return name
+
+
+PipelineName = Annotated[str, Field(
+    description="Name of the published pipeline folder (not ending in .zip, not `estimations`).",
+    min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+    json_schema_extra={CEL: [
+        cel("!self.lowerAscii().endsWith('.zip')",
+            "a pipeline name may not end in .zip (the archive of pipeline X is X.zip)"),
+        cel("!(self in " + str(sorted(RESERVED_PIPELINE_NAMES)) + ")", "this pipeline name is reserved")]}),
+    AfterValidator(_pipeline_name_free)]
+
+
+_CRON_STEP = r"(/[1-9][0-9]?)?"
+
+
+def _cron_field(value: str, *, names: bool = False, question: bool = False) -> str:
+    """One cron field as a regex: `*`, values and ranges, each with an optional step, comma-separated."""
+    atom = rf"({value}|[A-Za-z]{{3}})" if names else f"({value})"
+    item = rf"(\*|{atom}(-{atom})?){_CRON_STEP}"
+    return rf"({item}(,{item}){{0,31}}{'|[?]' if question else ''})"
+
+
+CRON_PATTERN = "^(@(hourly|daily|weekly|monthly|yearly|annually))$|^" + " ".join((
+    _cron_field("[0-5]?[0-9]"),
+    _cron_field("[01]?[0-9]|2[0-3]"),
+    _cron_field("0?[1-9]|[12][0-9]|3[01]", question=True),
+    _cron_field("0?[1-9]|1[0-2]", names=True),
+    _cron_field("[0-7]", names=True, question=True))) + "$"
+"""Five fields in their ranges (minute, hour, day of month, month, day of week): admission refuses `61 * * * *`."""
+
+
+def _cron_fires(expression: str) -> str:
+    """A schedule must parse and fire at least once within eight years (`0 0 30 2 *` never does)."""
+    if not re.fullmatch(CRON_PATTERN, expression):
+        raise ValueError(f"{expression!r} is not a cron expression of 5 fields (minute 0-59, hour 0-23, "
+                         "day 1-31, month 1-12, weekday 0-7) or @hourly/@daily/@weekly/@monthly/@yearly")
+    if not croniter.is_valid(expression):
+        raise ValueError(f"{expression!r} is not a valid cron expression")
+    try:
+        croniter(expression, datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC),
+                 max_years_between_matches=8).get_next(datetime.datetime)
+    except Exception as exc:  # noqa: BLE001 (croniter's errors have no common base worth naming)
+        raise ValueError(f"{expression!r} never fires ({exc})") from None
+    return expression
+
+
+Schedule = Annotated[str, Field(
+    description="Cron schedule (5 fields, UTC) for retraining; one run per spec change when unset.",
+    max_length=128, json_schema_extra={"pattern": CRON_PATTERN}), AfterValidator(_cron_fires)]
+
+
 # ------------------------------------------------------------------------------------ resources
 
 class TrainingPipelineSpec(_Model):
     """What to train, from which data, and where to publish it."""
 
-    model_config = ConfigDict(json_schema_extra={CEL: [
-        cel("!has(self.schedule) || self.schedule.split(' ').size() == 5",
-            "schedule must be a cron expression with 5 fields", fieldPath=".schedule")]})
-
     prometheus: Annotated[PrometheusSource, Field(description="Where Kepler's metrics are queried.")]
     window: Annotated[Window, Field(description="Time range and step of the training data.")]
-    pipeline_name: Annotated[str, Field(description="Name of the published pipeline folder.",
-                                        min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+    pipeline_name: PipelineName
     metric_prefix: MetricPrefix = "kepler_"
     label_filters: LabelFilters = {}
     energy_sources: Annotated[list[EnergySource], Field(
@@ -329,9 +392,7 @@ class TrainingPipelineSpec(_Model):
     storage: Annotated[Storage, Field(description="Where pipelines are published. Immutable.",
                                       json_schema_extra=IMMUTABLE_STORAGE)] = Storage()
     job: Annotated[JobSettings, Field(description="Trainer image, resources and Job limits.")] = JobSettings()
-    schedule: Annotated[str | None, Field(
-        description="Cron schedule (5 fields, UTC) for retraining; one run per spec change when unset.",
-        max_length=128, pattern=r"^(@(hourly|daily|weekly|monthly|yearly))$|^[0-9*/,\-A-Za-z]+( [0-9*/,\-A-Za-z?]+){4}$")] = None
+    schedule: Schedule | None = None
     suspend: Annotated[bool, Field(description="Start no new runs while true; a running one finishes.")] = False
     history_limit: Annotated[int, Field(description="How many finished runs (Jobs) to keep.", ge=1, le=20)] = 3
 

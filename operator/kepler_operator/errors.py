@@ -38,6 +38,18 @@ class JobRejectedError(OperatorError):
     reason = "JobRejected"
 
 
+class PolicyDeniedError(OperatorError):
+    """The spec asks for something the operator's policy (set by the cluster admin) does not allow."""
+
+    reason = "PolicyDenied"
+
+
+class PipelineBusyError(OperatorError):
+    """Another resource's Job is publishing the same pipeline location: this run waits for it."""
+
+    reason = "PipelineBusy"
+
+
 EXIT_CODES: dict[int, str] = {
     1: "Error",
     2: "UsageError",
@@ -50,8 +62,10 @@ EXIT_CODES: dict[int, str] = {
     9: "PrometheusQueryFailed",
     10: "AccuracyGateFailed",
     11: "ModelNotFound",
+    12: "PipelineLocked",
 }
 """The trainer's exit code -> reason (docs/contracts.md)."""
 
-RETRYABLE_EXIT_CODES = frozenset({1, 8})
-"""Worth a pod retry (a crash, Prometheus down); the other codes fail the Job at once."""
+RETRYABLE_EXIT_CODES = frozenset({1, 8, 12})
+"""Worth a pod retry (a crash, Prometheus down, another writer held the pipeline too long); the other
+codes fail the Job at once."""

@@ -30,8 +30,8 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from . import api, jobs, status
-from .errors import InvalidSpecError, JobRejectedError, OperatorError
+from . import api, jobs, policy, status
+from .errors import InvalidSpecError, JobRejectedError, OperatorError, PipelineBusyError, PolicyDeniedError
 from .settings import get_settings
 
 TP = (api.GROUP, api.VERSION, api.TrainingPipeline.plural)
@@ -83,6 +83,23 @@ class Kube:
         response = self.core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False)
         return list(json.loads(response.data).get("items") or [])
 
+    def secret_labels(self, namespace: str, name: str) -> dict[str, str] | None:
+        """The labels of a Secret (None when it does not exist), asked for as metadata only: the
+        operator never needs, and so never receives, a Secret's data where the server can avoid it."""
+        accept = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1, application/json"
+        try:
+            response = self.core.api_client.call_api(
+                "/api/v1/namespaces/{namespace}/secrets/{name}", "GET", {"namespace": namespace, "name": name},
+                header_params={"Accept": accept}, auth_settings=["BearerToken"], _preload_content=False)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            if exc.status == 403:
+                raise PolicyDeniedError(f"the operator may not read Secret {name!r}: {_api_message(exc)}") from exc
+            raise kopf.TemporaryError(f"reading Secret {name}: {exc.status} {exc.reason}", delay=10) from exc
+        body = json.loads(response[0].data if isinstance(response, tuple) else response.data)
+        return dict((body.get("metadata") or {}).get("labels") or {})
+
     def delete_job(self, namespace: str, name: str) -> None:
         """Delete a Job and its pods; a Job already gone is fine."""
         try:
@@ -129,6 +146,7 @@ class State:
 
     kube: Kube
     defaults: jobs.JobDefaults
+    policy: policy.Policy
     written: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     indexes: dict[str, kopf.Index[Any, Any]] = dataclasses.field(default_factory=dict)
     resync: asyncio.Task[None] | None = None
@@ -166,7 +184,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.networking.request_timeout = 60
     memo.state = State(kube=Kube(ours.max_workers), defaults=jobs.JobDefaults(
         image=ours.trainer_image, image_pull_policy=ours.image_pull_policy, pvc=ours.default_pvc,
-        service_account=ours.job_service_account, run_as_user=ours.run_as_user))
+        service_account=ours.job_service_account, run_as_user=ours.run_as_user),
+        policy=policy.Policy.from_settings(ours))
 
 
 @kopf.on.startup()
@@ -227,9 +246,13 @@ def _plain(value: Any) -> Any:
 
 
 @kopf.index("batch", "v1", "jobs", labels=OURS)
-def jobs_by_owner(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, Any]:
-    """Our Jobs, by owner uid."""
-    return {labels.get(jobs.LABEL_OWNER_UID): _slim(body)}
+def jobs_by_owner(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[Any, Any]:
+    """Our Jobs, by owner uid, and training Jobs also by the pipeline location they publish."""
+    slim = _slim(body)
+    out: dict[Any, Any] = {labels.get(jobs.LABEL_OWNER_UID): slim}
+    if labels.get(jobs.LABEL_LOCATION):
+        out[("location", labels[jobs.LABEL_LOCATION])] = slim
+    return out
 
 
 @kopf.index(*TP)
@@ -278,11 +301,12 @@ async def reconcile(kind: str, body: Mapping[str, Any], memo: kopf.Memo, jobs_by
         problem: OperatorError | None = None
         plan: Plan | None = None
         try:
-            plan = _plan(kind, body, pipelines, state.defaults)
-            await _run_and_prune(state, kind, body, plan, old, known, logger)
+            plan = _plan(kind, body, pipelines, state.defaults, state.policy)
+            await _run_and_prune(state, kind, body, plan, old, known, jobs_by_owner, logger)
         except OperatorError as exc:
             problem = exc
-        latest = _newest(known.values())
+        # a refused spec shows as refused, not as the result of a run the policy allowed earlier
+        latest = None if isinstance(problem, PolicyDeniedError) else _newest(known.values())
         terminated = await _result_of(state, latest, old)
         generation, now = int(meta.get("generation") or 1), jobs.format_time(_now())
         if kind == api.TrainingPipeline.kind:
@@ -312,7 +336,8 @@ async def _result_of(state: State, job: Mapping[str, Any] | None, old: Mapping[s
 
 
 async def _run_and_prune(state: State, kind: str, body: Mapping[str, Any], plan: Plan, old: Mapping[str, Any],
-                         known: dict[str, Mapping[str, Any]], logger: logging.Logger | kopf.Logger) -> None:
+                         known: dict[str, Mapping[str, Any]], jobs_by_owner: kopf.Index[Any, Any],
+                         logger: logging.Logger | kopf.Logger) -> None:
     """Create the Job of the run that is due (if any) and delete runs beyond the history limit."""
     meta = body["metadata"]
     run = jobs.next_run(generation=int(meta.get("generation") or 1), status=old,
@@ -320,6 +345,7 @@ async def _run_and_prune(state: State, kind: str, body: Mapping[str, Any], plan:
                         now=_now(), rerun=(meta.get("annotations") or {}).get(api.RERUN_ANNOTATION),
                         schedule=plan.schedule, suspend=plan.suspend)
     if run is not None:
+        await _check_before_creating(state, meta, plan, jobs_by_owner)
         created = await asyncio.to_thread(state.kube.create_job, plan.build(run))
         name = created["metadata"]["name"]
         known[name] = created
@@ -328,6 +354,24 @@ async def _run_and_prune(state: State, kind: str, body: Mapping[str, Any], plan:
     for stale in jobs.jobs_to_prune([jobs.job_view(j) for j in known.values()], plan.keep):
         await asyncio.to_thread(state.kube.delete_job, meta["namespace"], stale)
         known.pop(stale, None)
+
+
+async def _check_before_creating(state: State, meta: Mapping[str, Any], plan: Plan,
+                                 jobs_by_owner: kopf.Index[Any, Any]) -> None:
+    """What is checked right before each Job is created: the Secrets' opt-in labels as they are now,
+    and that no other resource's Job is publishing the same pipeline location (one writer at a time)."""
+    for field, name in plan.secrets:
+        labels = await asyncio.to_thread(state.kube.secret_labels, meta["namespace"], name)
+        policy.check_secret(field, name, labels)
+    if plan.location is None:
+        return
+    for other in jobs_by_owner.get(("location", plan.location), []):
+        view = jobs.job_view(other)
+        owner_uid = (other["metadata"].get("labels") or {}).get(jobs.LABEL_OWNER_UID)
+        if owner_uid != meta["uid"] and not view.finished:
+            owner = (other["metadata"].get("annotations") or {}).get(jobs.ANN_OWNER, "?")
+            raise PipelineBusyError(f"waiting for Job {view.name} (TrainingPipeline {owner!r}), which publishes "
+                                    "the same pipeline on the same volume")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -339,25 +383,33 @@ class Plan:
     suspend: bool = False
     keep: int = 1
     resolved: str | None = None
+    secrets: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    location: str | None = None
 
 
-def _plan(kind: str, body: Mapping[str, Any], pipelines: kopf.Index[Any, Any], defaults: jobs.JobDefaults) -> Plan:
-    """Validate the spec (and resolve an estimation's model); raises OperatorError."""
+def _plan(kind: str, body: Mapping[str, Any], pipelines: kopf.Index[Any, Any], defaults: jobs.JobDefaults,
+          rules: policy.Policy) -> Plan:
+    """Validate the spec (and resolve an estimation's model) and apply the policy; raises OperatorError."""
     meta = body["metadata"]
     owner = jobs.Owner(kind=kind, name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
     try:
         if kind == api.TrainingPipeline.kind:
             tp = api.TrainingPipelineSpec.model_validate(body.get("spec") or {})
+            policy.check_training(rules, tp)
             return Plan(build=lambda run: jobs.training_job(owner, tp, run, defaults), schedule=tp.schedule,
-                        suspend=tp.suspend, keep=tp.history_limit)
+                        suspend=tp.suspend, keep=tp.history_limit,
+                        secrets=policy.secrets_used(tp.prometheus, "spec.prometheus"),
+                        location=jobs.pipeline_location(tp, defaults))
         ee = api.EnergyEstimationSpec.model_validate(body.get("spec") or {})
     except ValidationError as exc:
         raise InvalidSpecError(_validation_message(exc)) from exc
     ref = ee.model.pipeline_ref
     where = jobs.resolve_model(ee, meta["name"], _one(pipelines, (meta["namespace"], ref.name)) if ref else None,
                                defaults.pvc)
+    policy.check_estimation(rules, ee, where.pvc)
     return Plan(build=lambda run: jobs.estimation_job(owner, ee, where, run, defaults),
-                resolved=posixpath.join(where.pvc, where.pipeline_parent, where.pipeline_name))
+                resolved=posixpath.join(where.pvc, where.pipeline_parent, where.pipeline_name),
+                secrets=policy.secrets_used(ee.input.prometheus, "spec.input.prometheus"))
 
 
 def _validation_message(exc: ValidationError) -> str:

@@ -28,6 +28,7 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_KIND = f"{api.GROUP}/kind"
 LABEL_OWNER_UID = f"{api.GROUP}/owner-uid"
 LABEL_RUN = f"{api.GROUP}/run"
+LABEL_LOCATION = f"{api.GROUP}/pipeline-location"
 ANN_OWNER = f"{api.GROUP}/owner"
 ANN_TRIGGER = f"{api.GROUP}/trigger"
 ANN_GENERATION = f"{api.GROUP}/generation"
@@ -134,13 +135,13 @@ def next_run(*, generation: int, status: Mapping[str, Any], jobs: Sequence[JobVi
     """
     if suspend:
         return None
+    if any(not j.finished for j in jobs):
+        return None  # every new run waits for the running one: one writer per pipeline (docs/operator.md)
     last_run = status.get("lastRun") or {}
     started_generation = max([j.generation for j in jobs] + [int(last_run.get("generation") or 0)])
     if generation > started_generation:
         trigger = "Created" if started_generation == 0 else "SpecChanged"
         return RunRequest(key=f"g{generation}", trigger=trigger, generation=generation)
-    if any(not j.finished for j in jobs):
-        return None  # re-runs and schedule ticks wait for the running one (no overlap)
     if rerun and rerun != status.get("handledRerun") and all(j.rerun != rerun for j in jobs):
         return RunRequest(key=rerun_key(generation, rerun), trigger="Rerun", generation=generation, rerun=rerun)
     if schedule:
@@ -188,8 +189,8 @@ def _window_args(window: api.Window) -> list[str]:
 def _prometheus_args(prom: api.PrometheusSource, window: api.Window, prefix: str,
                      label_filters: Mapping[str, str]) -> list[str]:
     args = ["-s", prom.url, *_window_args(window), "--metric-prefix", prefix]
-    for name in sorted(label_filters):
-        args += ["--label-filter", f"{name}={label_filters[name]}"]
+    for name in sorted(label_filters):  # equality only: the value is taken verbatim (no `=~` smuggled in)
+        args += ["--label-equals", f"{name}={label_filters[name]}"]
     if prom.bearer_token_secret is not None:
         args += ["--bearer-token-file", posixpath.join(TOKEN_DIR, prom.bearer_token_secret.key)]
     if prom.tls is not None and prom.tls.ca_secret is not None:
@@ -342,11 +343,21 @@ def job_manifest(owner: Owner, run: RunRequest, command: list[str], job: api.Job
     }
 
 
+def pipeline_location(spec: api.TrainingPipelineSpec, defaults: JobDefaults) -> str:
+    """A label-sized digest of where a TrainingPipeline publishes: (PVC, sub-path, pipeline name)."""
+    where = "\0".join((spec.storage.pvc_name or defaults.pvc, posixpath.normpath(spec.storage.sub_path or "."),
+                       spec.pipeline_name))
+    return hashlib.sha256(where.encode()).hexdigest()[:40]
+
+
 def training_job(owner: Owner, spec: api.TrainingPipelineSpec, run: RunRequest,
                  defaults: JobDefaults) -> dict[str, Any]:
-    """The Job of one TrainingPipeline run."""
-    return job_manifest(owner, run, train_command(spec), spec.job, spec.storage.pvc_name or defaults.pvc,
-                        spec.prometheus, defaults)
+    """The Job of one TrainingPipeline run, labelled with the location it publishes to."""
+    manifest = job_manifest(owner, run, train_command(spec), spec.job, spec.storage.pvc_name or defaults.pvc,
+                            spec.prometheus, defaults)
+    for meta in (manifest["metadata"], manifest["spec"]["template"]["metadata"]):
+        meta["labels"] = {**meta["labels"], LABEL_LOCATION: pipeline_location(spec, defaults)}
+    return manifest
 
 
 def estimation_job(owner: Owner, spec: api.EnergyEstimationSpec, where: ModelLocation, run: RunRequest,

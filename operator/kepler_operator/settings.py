@@ -26,7 +26,17 @@ class OperatorSettings(BaseSettings):
     liveness_endpoint: str = Field("http://0.0.0.0:8080/healthz", description="kopf's liveness probe URL.")
     max_workers: int = Field(16, ge=1, description="Threads (and connections) for the blocking Kubernetes calls.")
 
-    @field_validator("namespaces", mode="before")
+    # -- policy (kepler_operator.policy): what a resource's author may ask for; default deny ---------------------
+    allowed_images: Annotated[list[str], NoDecode, Field(
+        description="Trainer images a spec.job.image may name, comma-separated; an entry ending in `*` is a prefix. "
+                    "trainerImage is always allowed; when empty, nothing else is.")] = []
+    allowed_prometheus_urls: Annotated[list[str], NoDecode, Field(
+        description="Prometheus URL prefixes (scheme, host and port exact; path on a segment boundary), "
+                    "comma-separated; when empty, every spec.prometheus.url is refused.")] = []
+    allowed_pvcs: Annotated[list[str], NoDecode, Field(
+        description="PVCs a storage.pvcName may name besides defaultPvc, comma-separated; `*` for any.")] = []
+
+    @field_validator("namespaces", "allowed_images", "allowed_prometheus_urls", "allowed_pvcs", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         if isinstance(value, str):

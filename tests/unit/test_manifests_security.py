@@ -21,6 +21,7 @@ ALLOWED = {
     ("batch", "jobs"): {"get", "list", "watch", "create", "delete"},
     ("", "pods"): {"list"},
     ("", "events"): {"create"},
+    ("", "secrets"): {"get"},  # issue 12: the opt-in label of a Secret named as Prometheus credentials
 }
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection", "escalate", "bind", "impersonate"}
 
@@ -107,7 +108,9 @@ def test_no_rule_grants_wildcards_secrets_or_cluster_powers(path: str) -> None:
         assert not rule.get("nonResourceURLs"), rule
         assert not rule.get("resourceNames") or set(rule["verbs"]) <= {"get", "patch", "update"}, rule
         resources = set(rule.get("resources", []))
-        assert not resources & {"secrets", "configmaps", "serviceaccounts", "roles", "rolebindings",
+        if "secrets" in resources:  # one named Secret's labels (asked for as metadata only), nothing more
+            assert set(rule["verbs"]) == {"get"} and resources == {"secrets"}, rule
+        assert not resources & {"configmaps", "serviceaccounts", "roles", "rolebindings",
                                 "clusterroles", "clusterrolebindings", "customresourcedefinitions", "namespaces",
                                 "pods/exec", "pods/attach", "pods/portforward", "nodes"}, rule
         if "pods" in resources:
@@ -126,7 +129,7 @@ def test_operator_rules_are_exactly_the_needed_ones(path: str) -> None:
         assert verbs <= ALLOWED[key], f"{key}: {verbs - ALLOWED[key]} not allowed"
     # What kopf and the operator cannot work without.
     for key in [(GROUP, "trainingpipelines"), (GROUP, "trainingpipelines/status"), ("batch", "jobs"),
-                ("", "pods"), ("", "events")]:
+                ("", "pods"), ("", "events"), ("", "secrets")]:
         assert key in granted, f"missing {key}"
     assert {"list", "watch", "patch"} <= granted[(GROUP, "trainingpipelines")]
     assert {"create", "list", "watch"} <= granted[("batch", "jobs")]

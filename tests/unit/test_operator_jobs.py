@@ -49,8 +49,9 @@ def test_the_same_spec_never_starts_a_second_run_from_jobs_even_before_status_is
     assert plan(jobs=[view(finished=False)]) is None
 
 
-def test_a_spec_change_starts_a_run_even_while_the_previous_one_runs():
-    run = plan(generation=2, jobs=[view(finished=False)])
+def test_a_spec_change_waits_for_the_running_run_then_starts():
+    assert plan(generation=2, jobs=[view(finished=False)]) is None  # one writer per pipeline
+    run = plan(generation=2, jobs=[view(finished=True)])
     assert run == jobs.RunRequest(key="g2", trigger="SpecChanged", generation=2)
 
 
@@ -154,7 +155,8 @@ def test_train_command_with_every_option():
                     "tls": {"caSecret": {"name": "ca", "key": "bundle.pem"}}}))
     text = " ".join(cmd)
     assert "--start-time 2026-11-01T00:00:00Z --end-time 2026-11-02T00:00:00Z --step 15" in text
-    assert "--label-filter instance=node-1 --label-filter job=kepler" in text  # sorted, stable
+    assert "--label-equals instance=node-1 --label-equals job=kepler" in text  # sorted, stable, equality only
+    assert "--label-filter" not in text
     assert "-fg BPFOnly,CounterOnly" in text and "--profile idle" in text and "--max-mae 7.5" in text
     assert f"--bearer-token-file {jobs.TOKEN_DIR}/token" in text and f"--ca-file {jobs.CA_DIR}/bundle.pem" in text
     assert "--interval" not in text and "--insecure-skip-tls-verify" not in text

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from . import __version__
 from .errors import ConfigError, InputError, KeplerModelError, TooFewSamplesError
-from .features import DEFAULT_FEATURE_GROUPS, FEATURE_GROUPS, PIPELINE_NAME, energy_source, output_type
+from .features import DEFAULT_FEATURE_GROUPS, FEATURE_GROUPS, energy_source, output_type, pipeline_name_problem
 
 # The scientific stack (pandas, scikit-learn, skops, scipy) takes seconds to import on a busy node:
 # commands import what they use, so `--help`, usage errors and `serve` start at once.
@@ -130,9 +130,10 @@ def _machine_spec(args) -> dict | None:
 
 
 def _pipeline_name(args) -> str:
-    name = args.pipeline_name or DEFAULT_PIPELINE
-    if not PIPELINE_NAME.fullmatch(name):
-        raise ConfigError(f"invalid pipeline name {name!r}: letters, digits, '.', '_', '-' (not first), at most 128")
+    name = DEFAULT_PIPELINE if args.pipeline_name is None else args.pipeline_name
+    problem = pipeline_name_problem(name)
+    if problem:
+        raise ConfigError(f"invalid pipeline name {name!r}: {problem}")
     return name
 
 
@@ -144,6 +145,7 @@ def _settings(args, sources, groups, abs_trainers, dyn_trainers, profiles=None) 
         abs_trainers=abs_trainers, dyn_trainers=dyn_trainers, extractor=args.extractor, isolator=args.isolator,
         profiles=profiles or {}, node_type=args.node_type, seed=args.seed, split=args.split,
         max_mae=args.max_mae, machine_spec=_machine_spec(args), n_jobs=args.jobs, tuning=args.tuning,
+        lock_timeout=args.lock_timeout,
         arguments={k: v for k, v in vars(args).items() if not callable(v) and k != "server_given"})
 
 
@@ -321,6 +323,19 @@ def _training(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--max-mae", type=float, default=None, help="accuracy gate in watts: only models under it "
                    "count as published; the run fails if none passes")
     t.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="parallel fits")
+    t.add_argument("--lock-timeout", type=_non_negative_seconds, default=3600.0,
+                   help="seconds to wait while another run publishes the same pipeline; then exit 12 "
+                   "(default: 3600)")
+
+
+def _non_negative_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"invalid seconds {text!r}: a number >= 0")
+    return value
 
 
 def _prometheus(parser: argparse.ArgumentParser) -> None:

@@ -78,12 +78,19 @@ class ModelNotFoundError(KeplerModelError):
     reason = "ModelNotFound"
 
 
+class PipelineLockedError(KeplerModelError):
+    """Another run held the pipeline's publishing lock for longer than this run would wait."""
+
+    exit_code = 12
+    reason = "PipelineLocked"
+
+
 EXIT_CODES: dict[int, str] = {
     cls.exit_code: cls.reason
     for cls in (
         KeplerModelError, InputError, NoKeplerMetricsError, NoPowerMetricsError, TooFewSamplesError,
         ConfigError, PrometheusUnreachableError, PrometheusQueryError, AccuracyGateError,
-        ModelNotFoundError,
+        ModelNotFoundError, PipelineLockedError,
     )
 }
 """Exit code -> reason, for the operator and the docs (2 is argparse's usage error)."""

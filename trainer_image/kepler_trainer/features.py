@@ -14,6 +14,21 @@ from .errors import ConfigError
 
 PIPELINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 """A pipeline name is also a folder name: no separators, no leading dot (hidden = being written)."""
+RESERVED_PIPELINE_NAMES = frozenset({"estimations"})
+"""Folder names beside the pipelines that are not pipelines: EnergyEstimation results (kept equal to the
+operator's `api.RESERVED_PIPELINE_NAMES` by a unit test)."""
+
+
+def pipeline_name_problem(name: str) -> str | None:
+    """Why `name` cannot name a published pipeline, or None. The archive of pipeline X is X.zip, so a
+    pipeline named X.zip would overwrite another pipeline's archive."""
+    if not PIPELINE_NAME.fullmatch(name):
+        return "letters, digits, '.', '_', '-' (not first), at most 128"
+    if name.lower().endswith(".zip"):
+        return "it may not end in .zip (the archive of pipeline X is X.zip)"
+    if name in RESERVED_PIPELINE_NAMES:
+        return "it is reserved"
+    return None
 
 CONTAINER_PREFIX = "kepler_container_"
 NODE_PREFIX = "kepler_node_"

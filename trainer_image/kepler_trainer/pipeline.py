@@ -13,7 +13,6 @@ import json
 import os
 import warnings
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Callable, Iterable
 import pandas as pd
 from joblib import Parallel, delayed
 
-from . import evaluate, machine
+from . import evaluate, machine, publish_lock
 from .errors import AccuracyGateError, TooFewSamplesError
 from .extract import Extracted
 from .features import EnergySource, OutputType, main_feature, resolve_group
@@ -55,6 +54,7 @@ class TrainSettings:
     machine_spec: dict | None = None
     n_jobs: int = 2
     arguments: dict = field(default_factory=dict)
+    lock_timeout: float = publish_lock.DEFAULT_TIMEOUT  # seconds to wait for another run of this pipeline
 
 
 @dataclass
@@ -281,40 +281,20 @@ def swap_into_place(tmp: Path, final: Path) -> None:
         os.rename(tmp, final)
 
 
-def _remove_leftovers(model_path: Path, name: str) -> None:
-    """Temporary folders of runs that died (killed, node lost) are hidden; remove them for good."""
-    for leftover in model_path.glob(f".tmp-{name}-*"):
-        pid = leftover.name[len(f".tmp-{name}-"):].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+def publish(model_path: Path, name: str, build: Callable[[Path, Path | None], None],
+            lock_timeout: float = publish_lock.DEFAULT_TIMEOUT) -> Path:
+    """Build a pipeline with `build(tmp_folder, previous_folder_or_None)` and publish it atomically.
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def publish(model_path: Path, name: str, build: Callable[[Path, Path | None], None]) -> Path:
-    """Build a pipeline with `build(tmp_folder, previous_folder_or_None)` and publish it atomically."""
+    The pipeline's lock is held from before `build` reads the previous version until after the swap
+    (publish_lock): runs of one pipeline publish one after the other, each on top of the last."""
     model_path.mkdir(parents=True, exist_ok=True)
-    _remove_leftovers(model_path, name)
     final = model_path / name
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-{os.getpid()}-", dir=model_path))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the model server reads it as another user
-    try:
+    with publish_lock.staging(model_path, name, lock_timeout) as stage:
+        tmp, archive_tmp = stage.folder, stage.archive
         build(tmp, final if final.is_dir() else None)
-        archive_tmp = model_path / f".tmp-{name}-{os.getpid()}.zip"
         zip_folder(tmp, archive_tmp)
         swap_into_place(tmp, final)
         os.replace(archive_tmp, model_path / f"{name}.zip")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        (model_path / f".tmp-{name}-{os.getpid()}.zip").unlink(missing_ok=True)
     return final
 
 
@@ -457,7 +437,7 @@ def train_and_publish(tables: list[Table], settings: TrainSettings, model_path: 
                                     "nothing was published")
         write_pipeline(folder, previous, results, tables, settings, skipped_groups)
 
-    final = publish(model_path, settings.pipeline_name, build)
+    final = publish(model_path, settings.pipeline_name, build, settings.lock_timeout)
     return {"pipeline": settings.pipeline_name, "path": str(final), "archive": str(final) + ".zip",
             "models": sum(r.ok for r in results), "skipped": sum(not r.ok for r in results),
             "best": best_models(results, settings.node_type, settings.max_mae), "results": results}

@@ -170,6 +170,26 @@ def _label_filter(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc).splitlines()[0]) from None
 
 
+def _label_equals(text: str) -> str:
+    """`K=V` as an equality matcher whatever V holds; checked at parse time, kept as text."""
+    name, sep, value = text.partition("=")
+    try:
+        LabelMatcher(name=name, value=value)
+    except ValueError:
+        sep = ""
+    if not sep:
+        raise argparse.ArgumentTypeError(f"bad label filter {text!r}: expected NAME=VALUE with NAME a label name")
+    return text
+
+
+def _label_matchers(args: argparse.Namespace) -> tuple[LabelMatcher, ...]:
+    matchers = [LabelMatcher.parse(f) if isinstance(f, str) else f for f in args.label_filter or ()]
+    for text in getattr(args, "label_equals", None) or ():
+        name, _, value = text.partition("=")
+        matchers.append(LabelMatcher(name=name, value=value))
+    return tuple(matchers)
+
+
 def _env_list(name: str) -> list[str]:
     return [item for item in re.split(r"[,\s]+", os.environ.get(name, "")) if item]
 
@@ -191,6 +211,9 @@ def add_prometheus_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--label-filter", type=_label_filter, action="append", default=[], metavar="K=V",
                        help="only series with this label (repeatable; also K!=V, K=~RE, K!~RE), e.g. "
                             "instance=node-1:9102 when several Kepler exporters share one Prometheus")
+    group.add_argument("--label-equals", type=_label_equals, action="append", default=[], metavar="K=V",
+                       help="only series whose label K equals V, V taken verbatim (repeatable): what the "
+                            "operator passes, so a value such as '~.*' stays a literal")
     group.add_argument("-tm", "--thirdparty-metrics", nargs="+", action="extend", metavar="METRIC", default=None,
                        help="extra metric names to fetch (default: $PROM_THIRDPARTY_METRICS)")
     group.add_argument("--benchmark", metavar="FILE", default=None,
@@ -215,7 +238,7 @@ def settings_from_args(args: argparse.Namespace) -> PromSettings:
     try:
         return PromSettings(
             server=args.server, start=start, end=end, step=args.step, metric_prefix=args.metric_prefix,
-            label_filters=tuple(LabelMatcher.parse(f) if isinstance(f, str) else f for f in args.label_filter or ()),
+            label_filters=_label_matchers(args),
             thirdparty_metrics=_thirdparty(args.thirdparty_metrics),
             bearer_token_file=args.bearer_token_file, ca_file=args.ca_file,
             insecure_skip_tls_verify=args.insecure_skip_tls_verify, timeout=args.timeout,
