@@ -88,16 +88,15 @@ class Kube:
         operator never needs, and so never receives, a Secret's data where the server can avoid it."""
         accept = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1, application/json"
         try:
-            response = self.core.api_client.call_api(
-                "/api/v1/namespaces/{namespace}/secrets/{name}", "GET", {"namespace": namespace, "name": name},
-                header_params={"Accept": accept}, auth_settings=["BearerToken"], _preload_content=False)
+            response = self.core.read_namespaced_secret(name, namespace, _headers={"Accept": accept},
+                                                        _preload_content=False)
         except ApiException as exc:
             if exc.status == 404:
                 return None
             if exc.status == 403:
                 raise PolicyDeniedError(f"the operator may not read Secret {name!r}: {_api_message(exc)}") from exc
             raise kopf.TemporaryError(f"reading Secret {name}: {exc.status} {exc.reason}", delay=10) from exc
-        body = json.loads(response[0].data if isinstance(response, tuple) else response.data)
+        body = json.loads(response.data)
         return dict((body.get("metadata") or {}).get("labels") or {})
 
     def delete_job(self, namespace: str, name: str) -> None:
@@ -458,6 +457,18 @@ async def child_changed(labels: kopf.Labels, **kwargs: Any) -> None:
     owner = _one(kwargs["pipelines"] if kind == api.TrainingPipeline.kind else kwargs["estimations"], owner_uid)
     if owner is not None:
         await _reconcile_kwargs(kind, owner, kwargs)
+    if labels.get(jobs.LABEL_LOCATION):
+        await _wake_waiting_writers(kwargs)
+
+
+async def _wake_waiting_writers(kwargs: dict[str, Any]) -> None:
+    """Pipelines waiting for another resource's Job at their location try again now, not at the next resync."""
+    index = kwargs["pipelines"]
+    for uid in [k for k in index if isinstance(k, str)]:
+        body = _one(index, uid)
+        ready = {c.get("type"): c.get("reason") for c in ((body or {}).get("status") or {}).get("conditions") or []}
+        if body is not None and ready.get("Ready") == PipelineBusyError.reason:
+            await _reconcile_kwargs(api.TrainingPipeline.kind, body, kwargs)
 
 
 @kopf.on.event(*TP)

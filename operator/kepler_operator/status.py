@@ -238,7 +238,7 @@ def _last_run(job: Mapping[str, Any]) -> dict[str, Any]:
 def _phase(outcome: Outcome | None, problem: OperatorError | None) -> str:
     if outcome is not None:
         return outcome.state
-    if problem is not None and problem.reason in ("InvalidSpec", "JobRejected"):
+    if problem is not None and problem.reason in ("InvalidSpec", "JobRejected", "PolicyDenied"):
         return api.Phase.FAILED.value
     return api.Phase.PENDING.value
 

@@ -45,13 +45,18 @@ def world(tmp_path_factory):
         kube.apply_crds()
         ns = ensure_namespace(kube, f"e2e-{uuid.uuid4().hex[:6]}")
         volume = tmp_path_factory.mktemp("pvc-models")
-        operator = OperatorProcess(kube, ns, default_pvc="models").start()
+        # stands for kube-rbac-proxy in front of Prometheus (test_the_bearer_token_secret_reaches_prometheus)
+        gateway = prometheus.GatewayProxy(prom.url, token="s3cret-token")
+        # the admin's policy allows exactly these two Prometheus endpoints
+        operator = OperatorProcess(kube, ns, default_pvc="models",
+                                   allowed_prometheus_urls=f"{prom.url},{gateway.url}").start()
         try:
             with Kubelet(kube.client, ns, SELECTOR, volumes={"models": volume}) as kubelet:
                 yield {"kube": kube, "ns": ns, "prom": prom, "data": data, "volume": volume, "kubelet": kubelet,
-                       "res": Resources(kube, ns), "operator": operator}
+                       "res": Resources(kube, ns), "operator": operator, "gateway": gateway}
         finally:
             operator.close()
+            gateway.stop()
 
 
 def tp_spec(world, **change):
@@ -148,28 +153,24 @@ def test_the_bearer_token_secret_reaches_prometheus(world):
     """The token Secret is mounted into the Job and sent by the trainer; a wrong one is a 4xx failure."""
     import base64
 
-    prometheus = pytest.importorskip("tests.support.prometheus")
-    res = world["res"]
-    gateway = prometheus.GatewayProxy(world["prom"].url, token="s3cret-token")
-    try:
-        for name, token in (("right-token", "s3cret-token"), ("wrong-token", "guess")):
-            res.core.create_namespaced_secret(res.namespace, {
-                "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
-                "data": {"token": base64.b64encode(token.encode()).decode()}}, _preload_content=False)
-        common = {"pipelineName": "secured", "storage": {"subPath": "secured"}}
-        res.create("TrainingPipeline", "secured", tp_spec(world, prometheus={
-            "url": gateway.url, "bearerTokenSecret": {"name": "right-token"}}, **common))
-        res.create("TrainingPipeline", "refused", tp_spec(world, prometheus={
-            "url": gateway.url, "bearerTokenSecret": {"name": "wrong-token"}},
-            pipelineName="refused", storage={"subPath": "refused"}))
-        ok = res.wait_for("TrainingPipeline", "secured", lambda r: phase(r) in ("Succeeded", "Failed"), timeout=300)
-        assert phase(ok) == "Succeeded", f"{ok['status']}\n{explain(world, 'secured-train')}"
-        refused = res.wait_for("TrainingPipeline", "refused", lambda r: phase(r) == "Failed", timeout=300)
-        assert condition(refused, "DataAvailable") == ("False", "PrometheusQueryFailed"), \
-            explain(world, "refused-train")
-        assert {status for _, status in gateway.requests} >= {200, 401}
-    finally:
-        gateway.stop()
+    res, gateway = world["res"], world["gateway"]
+    for name, token in (("right-token", "s3cret-token"), ("wrong-token", "guess")):
+        res.core.create_namespaced_secret(res.namespace, {
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "labels": {"modeltraining.kepler.io/prometheus-credentials": "true"}},
+            "data": {"token": base64.b64encode(token.encode()).decode()}}, _preload_content=False)
+    common = {"pipelineName": "secured", "storage": {"subPath": "secured"}}
+    res.create("TrainingPipeline", "secured", tp_spec(world, prometheus={
+        "url": gateway.url, "bearerTokenSecret": {"name": "right-token"}}, **common))
+    res.create("TrainingPipeline", "refused", tp_spec(world, prometheus={
+        "url": gateway.url, "bearerTokenSecret": {"name": "wrong-token"}},
+        pipelineName="refused", storage={"subPath": "refused"}))
+    ok = res.wait_for("TrainingPipeline", "secured", lambda r: phase(r) in ("Succeeded", "Failed"), timeout=300)
+    assert phase(ok) == "Succeeded", f"{ok['status']}\n{explain(world, 'secured-train')}"
+    refused = res.wait_for("TrainingPipeline", "refused", lambda r: phase(r) == "Failed", timeout=300)
+    assert condition(refused, "DataAvailable") == ("False", "PrometheusQueryFailed"), \
+        explain(world, "refused-train")
+    assert {status for _, status in gateway.requests} >= {200, 401}
 
 
 def test_energy_estimation_from_a_file_and_a_pipeline_path(world, trained):

@@ -34,6 +34,10 @@ ESTIMATED = {"ok": True, "command": "estimate", "result": "/models/team/estimati
              "components": {"package": {"energy_joules": 1500.0, "mean_power_watts": 2.5, "mae": 0.4}}}
 
 
+POLICY = {"allowed_prometheus_urls": "http://prometheus:9090,https://prom:9091", "allowed_pvcs": "models"}
+"""What the admin allows these tests (the operator's policy is default deny: tests/integration/test_operator_policy_apiserver.py)."""
+
+
 def succeed(job: dict) -> tuple[int, str]:
     """Finish every pod as a successful trainer run of its kind would."""
     kind = job["metadata"]["labels"]["modeltraining.kepler.io/kind"]
@@ -62,7 +66,7 @@ def res(kube, ns):
 
 @pytest.fixture
 def operator(kube, ns):
-    proc = OperatorProcess(kube, ns).start()
+    proc = OperatorProcess(kube, ns, **POLICY).start()
     yield proc
     proc.close()
 
@@ -124,6 +128,18 @@ MALFORMED = [
     (EE, "input.window", {"intervalSeconds": 600}, "spec.input.window"),
     (EE, "storage", {"pvcName": "other"}, "spec.storage.pvcName"),
     (EE, "model.energySource", "battery", "spec.model.energySource"),
+    # issue 12: refused at admission, before the operator sees them
+    (TP, "schedule", "61 * * * *", "spec.schedule"),
+    (TP, "schedule", "0 0 1 13 *", "spec.schedule"),
+    (TP, "pipelineName", "other.zip", "spec.pipelineName"),
+    (TP, "pipelineName", "Other.ZIP", "spec.pipelineName"),
+    (TP, "pipelineName", "estimations", "spec.pipelineName"),
+    (TP, "pipelineName", "", "spec.pipelineName"),
+    (TP, "labelFilters", {"instance=~": ".*"}, "spec.labelFilters"),
+    (TP, "labelFilters", {"instance": "x" * 1025}, "spec.labelFilters"),
+    (TP, "labelFilters", {f"l{i}": "x" for i in range(17)}, "spec.labelFilters"),
+    (EE, "input", {"prometheus": {"url": "http://p:9090"}, "window": {"intervalSeconds": 600},
+                   "labelFilters": {"job=~": "k.*"}}, "spec.input.labelFilters"),
 ]
 
 
@@ -282,7 +298,7 @@ def test_suspend_starts_nothing_until_resumed(kube, ns, res, operator):
 
 
 def test_operator_killed_mid_run_converges_with_one_job(kube, ns, res):
-    first = OperatorProcess(kube, ns).start()
+    first = OperatorProcess(kube, ns, **POLICY).start()
     second = None
     try:
         with Kubelet(kube.client, ns, SELECTOR, mode="manual") as kubelet:
@@ -291,13 +307,13 @@ def test_operator_killed_mid_run_converges_with_one_job(kube, ns, res):
             res.wait_for(TP, "crash", lambda r: phase(r) == "Running")
             first.kill()
             kubelet.finish("crash-train-g1", 0, json.dumps(TRAINED))  # the run ends while no operator runs
-            second = OperatorProcess(kube, ns).start()
+            second = OperatorProcess(kube, ns, **POLICY).start()
             done = res.wait_for(TP, "crash", ready)
             time.sleep(1)
             assert [j["metadata"]["name"] for j in res.jobs(uid)] == ["crash-train-g1"]
             assert done["status"]["bestModels"][0]["mae"] == 2.75
             second.kill()  # and once more, with nothing left to do
-            third = OperatorProcess(kube, ns).start()
+            third = OperatorProcess(kube, ns, **POLICY).start()
             time.sleep(2)
             third.close()
             assert len(res.jobs(uid)) == 1 and res.get(TP, "crash")["status"] == done["status"]
@@ -330,6 +346,9 @@ def test_kopf_bookkeeping_uses_the_project_group(kube, ns, res, operator):
 
 
 def test_a_secret_is_mounted_for_the_token(kube, ns, res, operator):
+    for name in ("prom-token", "prom-ca"):
+        res.core.create_namespaced_secret(ns, {"apiVersion": "v1", "kind": "Secret", "metadata": {
+            "name": name, "labels": {"modeltraining.kepler.io/prometheus-credentials": "true"}}})
     spec = {**TP_SPEC, "prometheus": {"url": "https://prom:9091", "bearerTokenSecret": {"name": "prom-token"},
                                       "tls": {"caSecret": {"name": "prom-ca"}}}}
     tp = res.create(TP, "secure", spec)
@@ -346,7 +365,7 @@ def test_a_secret_is_mounted_for_the_token(kube, ns, res, operator):
 
 
 def test_a_schedule_starts_runs_on_time_and_keeps_the_last_n(kube, ns, res):
-    proc = OperatorProcess(kube, ns, resync_seconds="1").start()
+    proc = OperatorProcess(kube, ns, resync_seconds="1", **POLICY).start()
     try:
         with Kubelet(kube.client, ns, SELECTOR, mode=succeed):
             tp = res.create(TP, "cron", {**TP_SPEC, "schedule": "* * * * *", "historyLimit": 1})

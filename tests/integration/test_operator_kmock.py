@@ -93,6 +93,7 @@ def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[client.
         # the library read $KUBECONFIG at import time; kopf's own login goes through that default
         monkeypatch.setattr(config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
         monkeypatch.setenv("KEPLER_OPERATOR_RESYNC_SECONDS", "1")
+        monkeypatch.setenv("KEPLER_OPERATOR_ALLOWED_PROMETHEUS_URLS", "http://prometheus:9090")  # the policy
         from kepler_operator.settings import get_settings
         get_settings.cache_clear()
         yield config.new_client_from_config(str(kubeconfig))
