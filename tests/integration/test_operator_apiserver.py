@@ -14,8 +14,7 @@ import uuid
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from tests.support.apiserver import SELECTOR, OperatorProcess, Resources, condition, ensure_namespace, kube_api, \
-    phase, skip_reason
+from tests.support.apiserver import SELECTOR, OperatorProcess, condition, phase
 from tests.support.kubelet import Kubelet
 
 pytestmark = [pytest.mark.apiserver, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -44,31 +43,10 @@ def succeed(job: dict) -> tuple[int, str]:
     return 0, json.dumps(TRAINED if kind == TP else ESTIMATED)
 
 
-@pytest.fixture(scope="module")
-def kube():
-    reason = skip_reason()
-    if reason:
-        pytest.skip(reason)
-    with kube_api() as api:
-        api.apply_crds()
-        yield api
-
-
 @pytest.fixture
-def ns(kube):
-    return ensure_namespace(kube, f"t-{uuid.uuid4().hex[:8]}")
-
-
-@pytest.fixture
-def res(kube, ns):
-    return Resources(kube, ns)
-
-
-@pytest.fixture
-def operator(kube, ns):
-    proc = OperatorProcess(kube, ns, **POLICY).start()
-    yield proc
-    proc.close()
+def operator_settings() -> dict[str, str]:
+    """The `operator` fixture (tests/support/apiserver.py) runs with this policy."""
+    return POLICY
 
 
 def ready(resource: dict) -> bool:

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from pathlib import Path
 
+import pytest
 import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -284,3 +285,41 @@ def phase(resource: dict[str, Any]) -> str | None:
 def ensure_namespace(kube: KubeAPI, name: str) -> str:
     _ensure_namespace(kube.client, name)
     return name
+
+
+# ------------------------------------------------------------------ pytest fixtures (a conftest plugin)
+
+@pytest.fixture(scope="module")
+def kube() -> Iterator[KubeAPI]:
+    """A CRD apiserver with our CRDs, one per test module (skipped where the tier cannot run)."""
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    with kube_api() as api:
+        api.apply_crds()
+        yield api
+
+
+@pytest.fixture
+def ns(kube: KubeAPI) -> str:
+    """A fresh namespace per test."""
+    return ensure_namespace(kube, f"t-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+def res(kube: KubeAPI, ns: str) -> Resources:
+    return Resources(kube, ns)
+
+
+@pytest.fixture
+def operator_settings() -> dict[str, str]:
+    """`KEPLER_OPERATOR_*` settings of the `operator` fixture; a test module overrides this fixture."""
+    return {}
+
+
+@pytest.fixture
+def operator(kube: KubeAPI, ns: str, operator_settings: dict[str, str]) -> Iterator[OperatorProcess]:
+    """The operator watching the test's namespace."""
+    proc = OperatorProcess(kube, ns, **operator_settings).start()
+    yield proc
+    proc.close()
