@@ -129,6 +129,16 @@ def test_filters_go_into_the_selector_escaped():
     assert prom.selector("up") == "up"
 
 
+def test_label_equals_is_always_an_equality_with_a_literal_value(capsys):
+    """What the operator passes (issue 12): a value such as `~.*` must not turn the filter into a regex."""
+    settings = prom.settings_from_args(parse_query_args("--label-equals", "instance=~.*",
+                                                        "--label-equals", 'pod="x"\n', "--label-filter", "job!=a"))
+    assert prom.selector("up", settings.label_filters) == 'up{job!="a",instance="~.*",pod="\\"x\\"\\n"}'
+    with pytest.raises(SystemExit) as exc:
+        parse_query_args("--label-equals", "bad-name=x")
+    assert exc.value.code == 2 and "bad label filter" in capsys.readouterr().err
+
+
 def test_discovery_matches_the_prefix_and_third_party_names():
     settings = prom.PromSettings(start=0, end=60, metric_prefix="kepler_", thirdparty_metrics=("up",),
                                  label_filters=(prom.LabelMatcher.parse("job=kepler"),))
