@@ -234,23 +234,48 @@ MetricPrefix = Annotated[str, Field(description="Prefix of Kepler's metric names
                                     pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")]
 
 
+class IdleWindow(_Model):
+    """A fixed time range when the machine was idle, queried from the spec's Prometheus."""
+
+    model_config = ConfigDict(json_schema_extra={CEL: [
+        cel("timestamp(self.start) < timestamp(self.end)", "start must be before end", fieldPath=".start")]})
+
+    start: Annotated[datetime.datetime, Field(description="Start of the idle window (RFC 3339, UTC).")]
+    end: Annotated[datetime.datetime, Field(description="End of the idle window (RFC 3339, UTC).")]
+    step_seconds: Annotated[int, Field(description="Query resolution in seconds.", ge=1, le=3600)] = 3
+
+    @model_validator(mode="after")
+    def _ordered(self) -> IdleWindow:
+        if self.start >= self.end:
+            raise ValueError("start must be before end")
+        return self
+
+
 class Isolator(_Model):
     """How idle power is isolated from dynamic power before DynPower models are trained."""
 
     model_config = ConfigDict(json_schema_extra={CEL: [
-        cel("self.type != 'profile' || has(self.profile)", "the profile isolator needs a profile",
-            fieldPath=".profile")]})
+        cel("self.type != 'profile' || has(self.profile) || has(self.idleWindow)",
+            "the profile isolator needs a profile or an idleWindow", fieldPath=".profile"),
+        cel("!(has(self.profile) && has(self.idleWindow))", "set profile or idleWindow, not both",
+            fieldPath=".idleWindow")]})
 
     type: Annotated[IsolatorType, Field(description="none, min (minimum power), profile (an idle profile) "
                                                     "or trainer (an AbsPower pipeline).")] = IsolatorType.MIN
     profile: Annotated[str | None, Field(
-        description="Idle profile for the profile isolator: a query-output stem under the data path.",
+        description="Idle profile for the profile isolator: a query-output JSON file of the idle machine, "
+                    "relative to the root of the pipeline's volume (spec.storage).",
         max_length=253, pattern=SAFE_REL_PATH)] = None
+    idle_window: Annotated[IdleWindow | None, Field(
+        description="Idle profile for the profile isolator: when the machine was idle, queried from "
+                    "spec.prometheus with spec.labelFilters.")] = None
 
     @model_validator(mode="after")
     def _profile_needed(self) -> Isolator:
-        if self.type == IsolatorType.PROFILE.value and not self.profile:
-            raise ValueError("the profile isolator needs a profile")
+        if self.type == IsolatorType.PROFILE.value and not self.profile and self.idle_window is None:
+            raise ValueError("the profile isolator needs a profile or an idleWindow")
+        if self.profile and self.idle_window is not None:
+            raise ValueError("set profile or idleWindow, not both")
         return self
 
 

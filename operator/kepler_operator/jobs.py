@@ -206,8 +206,12 @@ def train_command(spec: api.TrainingPipelineSpec) -> list[str]:
             *_prometheus_args(spec.prometheus, spec.window, spec.metric_prefix, spec.label_filters),
             "-p", spec.pipeline_name, "-e", ",".join(spec.energy_sources),
             "--extractor", spec.extractor, "--isolator", spec.isolator.type]
-    if spec.isolator.profile:
-        args += ["--profile", spec.isolator.profile]
+    if spec.isolator.profile:  # a file on the pipeline's volume (the Job's working folder is empty)
+        args += ["--profile", _volume_path(spec.isolator.profile)]
+    if spec.isolator.idle_window is not None:
+        idle = spec.isolator.idle_window
+        args += ["--profile-start-time", format_time(idle.start), "--profile-end-time", format_time(idle.end),
+                 "--profile-step", str(idle.step_seconds)]
     args += ["--abs-trainers", ",".join(spec.abs_trainers), "--dyn-trainers", ",".join(spec.dyn_trainers)]
     if spec.feature_groups:
         args += ["-fg", ",".join(spec.feature_groups)]

@@ -173,3 +173,30 @@ def test_estimate_from_prometheus_matches_the_true_power(trained, session_promet
         got = summary["components"][component]
         assert got["mean_power_watts"] == pytest.approx(truth[component][inside].mean(), abs=0.05), component
         assert got["mae"] <= MAE_MAX_W
+
+
+def test_the_profile_isolator_takes_the_idle_window_from_prometheus(session_prometheus, tmp_path):
+    """What a TrainingPipeline's isolator.idleWindow runs (issue 12): the idle profile queried over its own
+    window from the same Prometheus and filters equals the profile read from that window's query output."""
+    env = session_prometheus
+    node_a = env.data.exporters[0]
+    idle_start, idle_end = env.data.start, env.data.start + 600
+    common = [*window(env, hours=0.5), "--label-equals", f"instance={node_a.instance}", "-e", "rapl-sysfs",
+              "-fg", "Basic", "--abs-trainers", "LinearRegressionTrainer", "--dyn-trainers", "LinearRegressionTrainer",
+              "--isolator", "profile", "--data-path", str(tmp_path / "data"), "-q"]
+    proc, _ = kepler_model("query", "-s", env.url, "--start-time", str(idle_start), "--end-time", str(idle_end),
+                           "--label-equals", f"instance={node_a.instance}", "--data-path", str(tmp_path / "data"),
+                           "-o", "idle", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    idle_power = {}
+    for how, extra in (("window", ["--profile-start-time", str(idle_start), "--profile-end-time", str(idle_end)]),
+                       ("file", ["--profile", str(tmp_path / "data" / "idle.json")])):
+        proc, summary = kepler_model("train", *common, *extra, "-p", how, "--model-path", str(tmp_path / "m"),
+                                     cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        idle_power[how] = json.loads((tmp_path / "m" / how / "metadata.json").read_text())["idle_power"]
+    assert idle_power["window"] == idle_power["file"]
+    assert idle_power["window"]["rapl-sysfs/Basic"]["package_power"] > 0
+    proc, summary = kepler_model("train", *common, "--profile-start-time", str(idle_start), "-p", "half",
+                                 cwd=tmp_path)
+    assert proc.returncode == 7 and "--profile-end-time" in proc.stderr

@@ -157,9 +157,23 @@ def test_train_command_with_every_option():
     assert "--start-time 2026-11-01T00:00:00Z --end-time 2026-11-02T00:00:00Z --step 15" in text
     assert "--label-equals instance=node-1 --label-equals job=kepler" in text  # sorted, stable, equality only
     assert "--label-filter" not in text
-    assert "-fg BPFOnly,CounterOnly" in text and "--profile idle" in text and "--max-mae 7.5" in text
+    assert "-fg BPFOnly,CounterOnly" in text and "--profile /models/idle" in text and "--max-mae 7.5" in text
     assert f"--bearer-token-file {jobs.TOKEN_DIR}/token" in text and f"--ca-file {jobs.CA_DIR}/bundle.pem" in text
     assert "--interval" not in text and "--insecure-skip-tls-verify" not in text
+
+
+def test_the_profile_isolator_reads_the_volume_or_an_idle_window_of_the_same_prometheus():
+    cmd = " ".join(jobs.train_command(tp(isolator={"type": "profile", "profile": "profiles/idle.json"},
+                                         storage={"subPath": "team"})))
+    assert "--isolator profile --profile /models/profiles/idle.json" in cmd  # volume root, as estimation inputs
+    window = {"start": "2026-11-01T00:00:00Z", "end": "2026-11-01T00:10:00Z", "stepSeconds": 5}
+    cmd = " ".join(jobs.train_command(tp(isolator={"type": "profile", "idleWindow": window})))
+    assert ("--profile-start-time 2026-11-01T00:00:00Z --profile-end-time 2026-11-01T00:10:00Z --profile-step 5"
+            in cmd) and "--profile " not in cmd
+    for bad in ({"type": "profile"}, {"type": "profile", "profile": "p.json", "idleWindow": window},
+                {"type": "profile", "idleWindow": {**window, "end": window["start"]}}):
+        with pytest.raises(ValueError):
+            tp(isolator=bad)
 
 
 def test_insecure_tls_flag():

@@ -113,10 +113,25 @@ def _profiles(args, sources) -> dict[str, dict]:
     from .extract import node_power
     from .isolate import idle_profile
 
-    if not args.profile:
+    if args.profile_start_time is not None:
+        idle = _idle_window(args)
+    elif args.profile:
+        idle = promjson.load(promjson.resolve_input(args.profile, _data_path(args)))
+    else:
         return {}
-    idle = promjson.load(promjson.resolve_input(args.profile, _data_path(args)))
     return {s.name: idle_profile(node_power(idle, s)) for s in sources}
+
+
+def _idle_window(args) -> "QueryResult":
+    """The idle machine's metrics from the same Prometheus (and filters) as the training data, over
+    --profile-start-time .. --profile-end-time: what a TrainingPipeline's isolator.idleWindow asks for."""
+    from . import prom
+
+    if args.profile_end_time is None or not getattr(args, "server_given", False):
+        raise ConfigError("--profile-start-time needs --profile-end-time and -s (the Prometheus to query)")
+    window = argparse.Namespace(**{**vars(args), "start_time": args.profile_start_time,
+                                   "end_time": args.profile_end_time, "step": args.profile_step or args.step})
+    return prom.fetch(prom.settings_from_args(window))
 
 
 def _machine_spec(args) -> dict | None:
@@ -160,8 +175,8 @@ def cmd_train(args, progress: Progress) -> dict:
     sources = _sources(args)
     groups = _feature_groups(args)
     abs_trainers, dyn_trainers = trainer_names(args.abs_trainers), trainer_names(args.dyn_trainers)
-    if args.isolator == "profile" and not args.profile:
-        raise ConfigError("--isolator profile needs --profile IDLE_QUERY_OUTPUT")
+    if args.isolator == "profile" and not args.profile and args.profile_start_time is None:
+        raise ConfigError("--isolator profile needs --profile IDLE_QUERY_OUTPUT or --profile-start-time/-end-time")
     result = _load_inputs(args, progress)
     progress.stage(f"extracting features ({result.sample_count:,} samples)")
     extracted = extract(result, sources)
@@ -307,6 +322,11 @@ def _training(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--isolator", default="min", choices=ISOLATORS,
                    help="how idle power is removed for DynPower models (default: min)")
     t.add_argument("--profile", default=None, help="query output of the idle machine (isolator 'profile')")
+    t.add_argument("--profile-start-time", type=_time, default=None,
+                   help="instead of --profile: query the idle machine from -s over this window (with "
+                   "--profile-end-time; the same label filters)")
+    t.add_argument("--profile-end-time", type=_time, default=None, help="end of the idle window")
+    t.add_argument("--profile-step", type=_duration, default=None, help="step of the idle window (default: --step)")
     t.add_argument("--abs-trainers", default="default", help="AbsPower trainers, comma list (e.g. "
                    "LinearRegression,GradientBoostingRegressor,XgboostFit); 'default': upstream's ten; 'all': "
                    "also HistGradientBoosting, MonotonicHistGradientBoosting, ExtraTrees (more accurate, bigger)")
@@ -326,6 +346,18 @@ def _training(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--lock-timeout", type=_non_negative_seconds, default=3600.0,
                    help="seconds to wait while another run publishes the same pipeline; then exit 12 "
                    "(default: 3600)")
+
+
+def _time(text: str) -> float:
+    from . import prom
+
+    return prom.parse_time(text)
+
+
+def _duration(text: str) -> float:
+    from . import prom
+
+    return prom.parse_seconds(text)
 
 
 def _non_negative_seconds(text: str) -> float:
