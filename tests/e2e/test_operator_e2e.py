@@ -195,3 +195,32 @@ def test_energy_estimation_from_a_file_and_a_pipeline_path(world, trained):
     assert (volume / done["status"]["resultPath"]).is_file()
     components = {c["component"] for c in done["status"]["summary"]["components"]}
     assert components == {"platform"}  # acpi measures the whole platform
+
+
+def test_the_profile_isolator_works_from_a_resource(world, trained):
+    """Issue 12: the idle profile comes from what the Job can reach, an idle window of the spec's own
+    Prometheus or a query output on the volume, and both give the same idle power."""
+    import subprocess
+    import sys
+
+    res, volume, data = world["res"], Path(world["volume"]), world["data"]
+    idle = {"start": _iso(data.start), "end": _iso(data.start + 600), "stepSeconds": data.step}
+    query = subprocess.run(
+        [sys.executable, "-m", "kepler_trainer.cli", "query", "-s", world["prom"].url, "--start-time", idle["start"],
+         "--end-time", idle["end"], "--step", str(data.step), "--label-equals", f"instance={INSTANCE}",
+         "--data-path", str(volume / "profiles"), "-o", "idle"], capture_output=True, text=True, timeout=300)
+    assert query.returncode == 0, query.stderr
+    common = {"energySources": ["rapl-sysfs"], "absTrainers": ["LinearRegressionTrainer"]}
+    res.create("TrainingPipeline", "idle-window", tp_spec(
+        world, pipelineName="idle_window", isolator={"type": "profile", "idleWindow": idle}, **common))
+    res.create("TrainingPipeline", "idle-file", tp_spec(
+        world, pipelineName="idle_file", isolator={"type": "profile", "profile": "profiles/idle.json"}, **common))
+    idle_power = {}
+    for name, pipeline in (("idle-window", "idle_window"), ("idle-file", "idle_file")):
+        done = res.wait_for("TrainingPipeline", name, lambda r: phase(r) in ("Succeeded", "Failed"), timeout=300)
+        assert phase(done) == "Succeeded", f"{done['status']}\n{explain(world, name)}"
+        meta = json.loads((volume / "team" / pipeline / "metadata.json").read_text())
+        assert meta["isolator"] == "profile"
+        idle_power[name] = meta["idle_power"]
+    assert idle_power["idle-window"] == idle_power["idle-file"]
+    assert idle_power["idle-window"]["rapl-sysfs/Basic"]["package_power"] > 0
