@@ -100,13 +100,15 @@ def count_succeeded(res: Resources) -> int:
 def one_run(kube, count: int) -> dict[str, float]:
     ns = ensure_namespace(kube, f"bench-{uuid.uuid4().hex[:6]}")
     res = Resources(kube, ns)
-    operator = OperatorProcess(kube, ns).start()
+    operator = OperatorProcess(kube, ns, allowed_prometheus_urls=SPEC["prometheus"]["url"]).start()
     memory = PeakRSS(operator.proc.pid)
     memory.start()
     try:
         with ThreadPoolExecutor(16) as pool:
             t0 = time.monotonic()
-            list(pool.map(lambda i: res.create("TrainingPipeline", f"tp-{i:04d}", SPEC), range(count)))
+            # one pipeline each: resources publishing one location take turns (one writer per pipeline)
+            list(pool.map(lambda i: res.create("TrainingPipeline", f"tp-{i:04d}",
+                                               {**SPEC, "pipelineName": f"bench_{i:04d}"}), range(count)))
             applied = time.monotonic()
             jobs_done = wait_until(lambda: len(res.jobs()) >= count, 120, f"{count} Jobs")
             jobs = res.jobs()
