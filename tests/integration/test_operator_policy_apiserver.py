@@ -203,3 +203,28 @@ def test_admission_refuses_a_zip_name_and_a_regex_filter_before_any_job(res, ope
             res.create(TP, "sneaky", {**TP_SPEC, **change})
         assert caught.value.status == 422, caught.value.body
     assert res.jobs() == []
+
+
+def test_the_operator_reads_a_secrets_labels_without_its_data(kube, res, monkeypatch):
+    from kepler_operator.handlers import Kube
+
+    secret(res, "labelled", {LABEL: "true"})
+    monkeypatch.setenv("KUBECONFIG", kube.kubeconfig)
+    spy = Kube(1)
+    asked = []
+    real = spy.core.api_client.rest_client.request
+
+    def recording(method, url, headers=None, *args, **kwargs):
+        asked.append((method, url, dict(headers or {})))
+        return real(method, url, headers, *args, **kwargs)
+
+    spy.core.api_client.rest_client.request = recording
+    assert spy.secret_labels(res.namespace, "labelled") == {LABEL: "true"}
+    assert spy.secret_labels(res.namespace, "absent") is None
+    method, url, headers = asked[0]
+    assert method == "GET" and url.endswith(f"/namespaces/{res.namespace}/secrets/labelled")
+    # the server answers this Accept header with metadata only: the Secret's data never reaches the operator
+    answer = res.core.read_namespaced_secret("labelled", res.namespace, _headers={"Accept": headers["Accept"]},
+                                             _preload_content=False)
+    body = json.loads(answer.data)
+    assert body["kind"] == "PartialObjectMetadata" and "data" not in body
