@@ -65,7 +65,7 @@ def _extent(values: list[float], pad_zero: bool = False) -> tuple[float, float]:
         low = min(low, 0.0)
     if high - low < 1e-9:
         high = low + 1.0
-    return low, high
+    return low, high + (high - low) * 0.04  # headroom: the highest mark stays inside the frame
 
 
 class _Frame:
