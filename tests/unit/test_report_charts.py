@@ -11,12 +11,32 @@ from kepler_trainer.report import _svg
 from kepler_trainer.report._heldout import MAX_ROWS, sample
 
 
-def test_line_chart_breaks_lines_at_gaps_and_new_segments():
-    series = _svg.Series("a", [1, 2, 3, 4, 5, 6], [1.0, 2.0, None, 4.0, 5.0, 6.0], "#000",
+def decode(path: str) -> list[list[tuple[float, float]]]:
+    """The absolute points of each segment of an `M x y l dx dy ...` path."""
+    segments = []
+    for move in re.findall(r"M[^M]+", path):
+        numbers = [float(n) for n in re.findall(r"-?\d*\.?\d+", move)]
+        points = [(numbers[0], numbers[1])]
+        for dx, dy in zip(numbers[2::2], numbers[3::2]):
+            points.append((round(points[-1][0] + dx, 1), round(points[-1][1] + dy, 1)))
+        segments.append(points)
+    return segments
+
+
+def test_line_chart_draws_each_point_where_it_belongs_and_breaks_at_gaps():
+    x = [1, 2, 3, 4, 5, 6]
+    series = _svg.Series("a", x, [1.0, 2.0, None, 4.0, 5.0, 6.0], "#000",
                          breaks=[False, False, False, False, True, False])
     svg = _svg.line_chart("t", [series], "x", "y")
     path = re.search(r'<g class="series"[^>]*><path d="([^"]+)"', svg).group(1)
-    assert path.count("M") == 3 and path.count("L") == 2  # [1,2] [4] [5,6]
+    segments = decode(path)
+    assert [len(s) for s in segments] == [2, 1, 2]  # [1,2] [4] [5,6]
+    left, top, width, height = map(float, re.search(
+        r'<rect x="([\d.]+)" y="([\d.]+)" width="([\d.]+)" height="([\d.]+)" class="plot-area"', svg).groups())
+    drawn = [p for s in segments for p in s]
+    assert [p[0] for p in drawn] == [round(left + (v - 1) / 5 * width, 1) for v in (1, 2, 4, 5, 6)]
+    ys = [p[1] for p in drawn]
+    assert ys == sorted(ys, reverse=True) and all(top <= y <= top + height for y in ys)
     assert 'data-series="1"' in svg and 'data-points="5"' in svg
 
 

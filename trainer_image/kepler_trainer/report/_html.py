@@ -3,7 +3,6 @@ security policy that forbids every fetch, so opening it can never reach the netw
 
 from __future__ import annotations
 
-import json
 from html import escape
 from typing import Iterable
 
@@ -12,7 +11,7 @@ STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:1.5em auto;max-width:1240px;padding:0 1em;color:#222}
 h1{font-size:1.5em;margin:.2em 0}h2{font-size:1.2em;margin:1.4em 0 .4em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;margin:.4em 0}th,td{padding:2px 8px;border-bottom:1px solid #eee;text-align:left}
-td.num{text-align:right;font-variant-numeric:tabular-nums}tr.best td{background:#eef6ee;font-weight:600}
+td.n{text-align:right;font-variant-numeric:tabular-nums}tr.best td{background:#eef6ee;font-weight:600}
 .fail{color:#b00020}.muted{color:#666}.charts{display:flex;flex-wrap:wrap;gap:8px}
 svg.chart{font-size:11px;background:#fff}svg .plot-area{fill:#fafafa;stroke:#ccc}svg .grid{stroke:#e4e4e4}
 svg .tick{fill:#555}svg .chart-title{font-weight:600;font-size:12px}dl.kv{display:grid;
@@ -40,10 +39,12 @@ def table(headers: list[str], rows: Iterable[str], css: str) -> str:
 def cell(value: object, key: str | None = None, number: bool = False, css: str = "", title: str = "",
          link: str = "") -> str:
     """A table cell; `key` names the metadata value it shows (`data-key`), for the tests to compare."""
-    classes = " ".join(c for c in ("num" if number else "", css) if c)
+    classes = " ".join(c for c in ("n" if number else "", css) if c)
     attrs = (f' class="{classes}"' if classes else "") + (f' title="{escape(title)}"' if title else "")
     if key:
-        attrs += f' data-key="{escape(key)}" data-value="{escape(json.dumps(value))}"'
+        attrs += f' data-key="{escape(key)}"'
+        if isinstance(value, float):  # the exact figure, where the text shows it rounded
+            attrs += f' data-value="{value!r}"'
     shown = escape(text(value))
     return f'<td{attrs}><a href="{escape(link)}">{shown}</a></td>' if link else f"<td{attrs}>{shown}</td>"
 

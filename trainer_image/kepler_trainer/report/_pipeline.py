@@ -12,6 +12,10 @@ from . import _charts, _heldout, _html, _svg
 
 MAX_JSON_BYTES = 16 * 1024 * 1024
 SHOWN_ARGUMENTS_SKIP = {"func", "verbose", "quiet", "command", "termination_log", "output"}
+PROMETHEUS_ARGUMENTS = {"server", "interval", "start_time", "end_time", "step", "metric_prefix", "label_filter",
+                        "thirdparty_metrics", "benchmark", "bearer_token_file", "ca_file",
+                        "insecure_skip_tls_verify", "timeout", "retries", "concurrency"}
+"""Flags of `-s` (prom.add_prometheus_arguments): not shown when the data came from `-i` files."""
 
 
 @dataclass
@@ -86,8 +90,8 @@ def _provenance(folder: Path, pipeline: dict) -> str:
             ("extractor", pipeline.get("extractor")), ("isolator", pipeline.get("isolator")),
             ("held-out split", _split_text(pipeline.get("evaluation") or {})),
             ("accuracy gate", f"MAE ≤ {gate} W" if gate is not None else "none (every model is served)")]
-    flags = [(k, v) for k, v in sorted(arguments.items())
-             if k not in SHOWN_ARGUMENTS_SKIP and v not in (None, "", False, [])]
+    skip = SHOWN_ARGUMENTS_SKIP | (PROMETHEUS_ARGUMENTS if arguments.get("input") else set())
+    flags = [(k, v) for k, v in sorted(arguments.items()) if k not in skip and v not in (None, "", False, [])]
     return ('<section id="provenance"><h2>Provenance</h2><div class="charts"><div><h3>Training</h3>'
             f'{_html.key_values(when)}</div><div><h3>Machine</h3>{machines or "<p>unknown</p>"}</div>'
             f'<div><h3>Command-line flags</h3>{_html.key_values(flags)}</div></div></section>')
@@ -118,8 +122,9 @@ def _overview(found: list[Group]) -> str:
 
 
 def _group_table(group: Group) -> str:
+    """Every model of the group, without the group's own name on each row (the section heading has it)."""
     best = _best(group)
-    return _html.table(HEADERS, [_model_row(group, m, m is best) for m in group.models], "models")
+    return _html.table(HEADERS[3:], [_model_row(group, m, m is best, whole=False) for m in group.models], "models")
 
 
 def _best(group: Group) -> dict | None:
@@ -131,18 +136,22 @@ def _components(metadata: dict) -> list[str]:
     return [k.removesuffix("_mae") for k in metadata if k.endswith("_mae") and k != "mae"]
 
 
-def _model_row(group: Group, metadata: dict, best: bool, link: bool = False) -> str:
+def _model_row(group: Group, metadata: dict, best: bool, link: bool = False, whole: bool = True) -> str:
     components = _components(metadata)
-    per = lambda suffix: "; ".join(f"{c} {metadata.get(f'{c}_{suffix}')}" for c in components)  # noqa: E731
+
+    def per(suffix: str) -> str:  # the tooltip: each component's figure
+        return "; ".join(f"{c} {metadata.get(f'{c}_{suffix}')}" for c in components)
+
     r2 = [metadata[f"{c}_r2"] for c in components if isinstance(metadata.get(f"{c}_r2"), (int, float))]
     evaluation = metadata.get("evaluation") or {}
     gate = metadata.get("passed_gate")
     split = evaluation.get("split")
     if evaluation.get("folds", 1) > 1:
         split = f"{split} ({evaluation['folds']} blocks)"
+    where = [_html.cell(group.source), _html.cell(group.output_type),
+             _html.cell(group.feature_group, link=f"#{_anchor(group)}" if link else "")] if whole else []
     cells = [
-        _html.cell(group.source), _html.cell(group.output_type),
-        _html.cell(group.feature_group, link=f"#{_anchor(group)}" if link else ""),
+        *where,
         _html.cell(metadata.get("model_name"), "model_name"),
         _html.cell(metadata.get("mae"), "mae", number=True, title=per("mae")),
         _html.cell(metadata.get("mape"), "mape", number=True, title=per("mape")),
@@ -161,13 +170,17 @@ def _model_row(group: Group, metadata: dict, best: bool, link: bool = False) -> 
 def loadable(metadata: dict) -> str:
     """Whether Kepler can load the model's weights, as its metadata records it (`kepler_weights`);
     "unknown" for metadata written before that was checked."""
-    value = metadata.get("kepler_weights")
+    return _yes_no(metadata.get("kepler_weights"))
+
+
+def _yes_no(value: object) -> str:
+    """A flag as yes/no; a mapping (e.g. per Kepler version) as `key: yes, ...`."""
     if value is None:
         return "unknown"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, dict):
-        return ", ".join(f"{k}: {loadable({'kepler_weights': v})}" for k, v in sorted(value.items())) or "no"
+        return ", ".join(f"{k}: {_yes_no(v)}" for k, v in sorted(value.items())) or "no"
     return str(value)
 
 

@@ -19,6 +19,7 @@ LEGEND_ROW = 16
 PALETTE = {"package": "#1f77b4", "core": "#e6720c", "uncore": "#2a9d2a", "dram": "#c62828",
            "platform": "#7b4fb8"}
 EXTRA_COLOURS = ("#8c564b", "#d6338f", "#5f6b73", "#9aa11f", "#14a3b8")
+HEADROOM = 0.04  # above the highest value, so that the top mark stays inside the frame
 UNIX_TIME_FLOOR = 1e8  # x values above this are seconds since the epoch: ticks show clock time
 
 
@@ -56,7 +57,7 @@ def _label(value: float, clock: bool) -> str:
     return f"{value:g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.1e}"
 
 
-def _extent(values: list[float], pad_zero: bool = False) -> tuple[float, float]:
+def _extent(values: list[float], pad_zero: bool = False, headroom: float = 0.0) -> tuple[float, float]:
     finite = [v for v in values if v is not None and math.isfinite(v)]
     if not finite:
         return 0.0, 1.0
@@ -65,7 +66,7 @@ def _extent(values: list[float], pad_zero: bool = False) -> tuple[float, float]:
         low = min(low, 0.0)
     if high - low < 1e-9:
         high = low + 1.0
-    return low, high + (high - low) * 0.04  # headroom: the highest mark stays inside the frame
+    return low, high + (high - low) * headroom
 
 
 class _Frame:
@@ -136,7 +137,7 @@ def line_chart(title: str, series: list[Series], x_label: str, y_label: str) -> 
     """Lines over x (clock time when x is epoch seconds); each series a `<path>`."""
     x_range = _extent([x for s in series for x in s.x])
     clock = x_range[0] > UNIX_TIME_FLOOR
-    frame = _Frame(x_range, _extent([y for s in series for y in s.y], pad_zero=True), _legend_rows(len(series)))
+    frame = _Frame(x_range, _extent([y for s in series for y in s.y], pad_zero=True, headroom=HEADROOM), _legend_rows(len(series)))
     body = [frame.axes(x_label, y_label, clock), frame.legend([(s.name, s.colour, s.dashed) for s in series])]
     for s in series:
         dash = ' stroke-dasharray="4 3"' if s.dashed else ""
@@ -151,16 +152,37 @@ def _count(s: Series) -> int:
 
 
 def _line_path(frame: _Frame, s: Series) -> str:
-    parts, pen_down = [], False
+    """Each segment as `M x y l dx dy dx dy ...`: relative steps between positions rounded to a tenth of
+    a pixel (so they add up exactly), in SVG's short number forms: about 7 bytes a point."""
+    segments: list[list[tuple[int, int]]] = []
+    pen_down = False
     for i, (x, y) in enumerate(zip(s.x, s.y)):
         if x is None or y is None:
             pen_down = False
             continue
-        if i < len(s.breaks) and s.breaks[i]:
-            pen_down = False
-        parts.append(f'{"L" if pen_down else "M"}{_n(frame.px(x))} {_n(frame.py(y))}')
+        if not pen_down or (i < len(s.breaks) and s.breaks[i]):
+            segments.append([])
+        segments[-1].append((round(frame.px(x) * 10), round(frame.py(y) * 10)))
         pen_down = True
-    return "".join(parts)
+    return "".join(_segment(points) for points in segments)
+
+
+def _segment(points: list[tuple[int, int]]) -> str:
+    (x0, y0), steps = points[0], []
+    for (a, b), (c, d) in zip(points, points[1:]):
+        steps += [_tenths(c - a), _tenths(d - b)]
+    text = f"M{_tenths(x0)} {_tenths(y0)}"
+    if steps:
+        text += "l" + steps[0] + "".join(t if t.startswith("-") else " " + t for t in steps[1:])
+    return text
+
+
+def _tenths(value: int) -> str:
+    """An integer number of tenths as SVG's shortest decimal: 12 -> 1.2, 5 -> .5, -5 -> -.5, 30 -> 3."""
+    sign, whole, tenth = "-" if value < 0 else "", abs(value) // 10, abs(value) % 10
+    if tenth == 0:
+        return f"{sign}{whole}"
+    return f"{sign}{whole if whole else ''}.{tenth}"
 
 
 def scatter_chart(title: str, series: list[Series], x_label: str, y_label: str) -> str:
@@ -173,8 +195,8 @@ def scatter_chart(title: str, series: list[Series], x_label: str, y_label: str) 
             f'<line class="identity" x1="{_n(frame.px(low))}" y1="{_n(frame.py(low))}" x2="{_n(frame.px(high))}" '
             f'y2="{_n(frame.py(high))}" stroke="#555" stroke-dasharray="4 3"/>']
     for s in series:
-        dots = "".join(f"M{_n(frame.px(x))} {_n(frame.py(y))}h0" for x, y in zip(s.x, s.y)
-                       if x is not None and y is not None)
+        dots = "".join(f"M{round(frame.px(x))} {round(frame.py(y))}h0" for x, y in zip(s.x, s.y)
+                       if x is not None and y is not None)  # whole pixels: a dot is 3.5 px wide
         body.append(f'<g class="series" data-name="{escape(s.name)}" data-points="{_count(s)}">'
                     f'<path d="{dots}" stroke="{s.colour}" stroke-width="3.5" stroke-linecap="round" '
                     f'stroke-opacity="0.6"/></g>')
@@ -183,7 +205,7 @@ def scatter_chart(title: str, series: list[Series], x_label: str, y_label: str) 
 
 def bar_chart(title: str, categories: list[str], series: list[Series], y_label: str) -> str:
     """Grouped bars: one group per category (a held-out block), one bar per series (`y` by category)."""
-    frame = _Frame((0.0, float(len(categories))), _extent([y for s in series for y in s.y], pad_zero=True),
+    frame = _Frame((0.0, float(len(categories))), _extent([y for s in series for y in s.y], pad_zero=True, headroom=HEADROOM),
                    _legend_rows(len(series)))
     slot = (frame.right - frame.left) / max(len(categories), 1)
     bar = slot * 0.8 / max(len(series), 1)
