@@ -73,3 +73,16 @@ def test_held_out_sample_is_bounded_time_ordered_and_errors_use_every_row():
     assert all(abs(b["mae"]["package"] - 1.5) < 1e-9 for b in kept["blocks"])
     assert all(abs(p - m - 1.5) < 2e-3 for p, m in zip(kept["predicted"]["package"], kept["measured"]["package"]))
     assert sample(data, ["package_power"], predicted[:1], ["held-out"])["blocks"] == []
+
+
+def test_a_level_run_is_one_step_and_overlapping_dots_one_dot():
+    flat = _svg.Series("zero", [1, 2, 3, 4], [0.0, 0.0, 0.0, 0.0], "#000")
+    rising = _svg.Series("one", [1, 2, 3, 4], [1.0, 1.0, 2.0, 2.0], "#111")
+    svg = _svg.line_chart("t", [flat, rising], "x", "y")
+    paths = re.findall(r'<g class="series"[^>]*><path d="([^"]+)"', svg)
+    (zero,), (one,) = decode(paths[0]), decode(paths[1])
+    assert len(zero) == 2 and zero[0][1] == zero[1][1] and zero[1][0] > zero[0][0]  # first to last, level
+    assert len(one) == 4 and one[0][1] == one[1][1] > one[2][1] == one[3][1]  # level, up, level
+    scatter = _svg.scatter_chart("s", [_svg.Series("z", [0.0] * 50 + [5.0], [0.0] * 50 + [5.0], "#000")], "m", "p")
+    dots = re.search(r'<g class="series" data-name="z" data-points="51"><path d="([^"]+)"', scatter).group(1)
+    assert dots.count("M") == 2

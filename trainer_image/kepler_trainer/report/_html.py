@@ -14,7 +14,8 @@ table{border-collapse:collapse;margin:.4em 0}th,td{padding:2px 8px;border-bottom
 td.n{text-align:right;font-variant-numeric:tabular-nums}tr.best td{background:#eef6ee;font-weight:600}
 .fail{color:#b00020}.muted{color:#666}.charts{display:flex;flex-wrap:wrap;gap:8px}
 svg.chart{font-size:11px;background:#fff}svg .plot-area{fill:#fafafa;stroke:#ccc}svg .grid{stroke:#e4e4e4}
-svg .tick{fill:#555}svg .chart-title{font-weight:600;font-size:12px}dl.kv{display:grid;
+svg .tx,svg .ty{fill:#555}svg .tx{text-anchor:middle}svg .ty{text-anchor:end;dominant-baseline:middle}
+svg .lg{dominant-baseline:middle}svg .chart-title{font-weight:600;font-size:12px}dl.kv{display:grid;
 grid-template-columns:max-content auto;gap:0 1em;margin:.4em 0}dl.kv dt{color:#555}dl.kv dd{margin:0}
 """
 

@@ -92,12 +92,10 @@ class _Frame:
         for y in _ticks(self.y0, self.y1):
             py = _n(self.py(y))
             parts.append(f'<line x1="{self.left}" x2="{self.right}" y1="{py}" y2="{py}" class="grid"/>'
-                         f'<text x="{self.left - 4}" y="{py}" class="tick" text-anchor="end" '
-                         f'dominant-baseline="middle">{_label(y, False)}</text>')
+                         f'<text x="{self.left - 4}" y="{py}" class="ty">{_label(y, False)}</text>')
         for x in x_ticks if x_ticks is not None else _ticks(self.x0, self.x1):
             px = _n(self.px(x))
-            parts.append(f'<text x="{px}" y="{self.bottom + 14}" class="tick" text-anchor="middle">'
-                         f'{escape(_label(x, clock))}</text>')
+            parts.append(f'<text x="{px}" y="{self.bottom + 14}" class="tx">{escape(_label(x, clock))}</text>')
         parts.append(f'<text x="{(self.left + self.right) / 2:g}" y="{self.height - 4}" class="axis-label" '
                      f'text-anchor="middle">{escape(x_label)}</text>'
                      f'<text transform="translate(12 {(self.top + self.bottom) / 2:g}) rotate(-90)" '
@@ -111,7 +109,7 @@ class _Frame:
             x, y = self.left + (i % 3) * 170, MARGIN_TOP + 6 + (i // 3) * LEGEND_ROW
             dash = ' stroke-dasharray="4 3"' if dashed else ""
             parts.append(f'<line x1="{x}" x2="{x + 18}" y1="{y}" y2="{y}" stroke="{fill}" stroke-width="2"{dash}/>'
-                         f'<text x="{x + 22}" y="{y}" dominant-baseline="middle">{escape(name)}</text>')
+                         f'<text x="{x + 22}" y="{y}" class="lg">{escape(name)}</text>')
         parts.append("</g>")
         return "".join(parts)
 
@@ -168,12 +166,17 @@ def _line_path(frame: _Frame, s: Series) -> str:
 
 
 def _segment(points: list[tuple[int, int]]) -> str:
+    """One segment; a run of level steps (a component at a constant value) becomes one step."""
     (x0, y0), steps = points[0], []
     for (a, b), (c, d) in zip(points, points[1:]):
-        steps += [_tenths(c - a), _tenths(d - b)]
+        if steps and d == b and steps[-1][1] == 0:
+            steps[-1] = (steps[-1][0] + c - a, 0)
+        else:
+            steps.append((c - a, d - b))
+    numbers = [_tenths(v) for step in steps for v in step]
     text = f"M{_tenths(x0)} {_tenths(y0)}"
-    if steps:
-        text += "l" + steps[0] + "".join(t if t.startswith("-") else " " + t for t in steps[1:])
+    if numbers:
+        text += "l" + numbers[0] + "".join(t if t.startswith("-") else " " + t for t in numbers[1:])
     return text
 
 
@@ -195,8 +198,10 @@ def scatter_chart(title: str, series: list[Series], x_label: str, y_label: str) 
             f'<line class="identity" x1="{_n(frame.px(low))}" y1="{_n(frame.py(low))}" x2="{_n(frame.px(high))}" '
             f'y2="{_n(frame.py(high))}" stroke="#555" stroke-dasharray="4 3"/>']
     for s in series:
-        dots = "".join(f"M{round(frame.px(x))} {round(frame.py(y))}h0" for x, y in zip(s.x, s.y)
-                       if x is not None and y is not None)  # whole pixels: a dot is 3.5 px wide
+        # whole pixels (a dot is 3.5 px wide), each pixel once: overlapping dots add nothing to see
+        pixels = dict.fromkeys((round(frame.px(x)), round(frame.py(y))) for x, y in zip(s.x, s.y)
+                               if x is not None and y is not None)
+        dots = "".join(f"M{x} {y}h0" for x, y in pixels)
         body.append(f'<g class="series" data-name="{escape(s.name)}" data-points="{_count(s)}">'
                     f'<path d="{dots}" stroke="{s.colour}" stroke-width="3.5" stroke-linecap="round" '
                     f'stroke-opacity="0.6"/></g>')
@@ -212,8 +217,8 @@ def bar_chart(title: str, categories: list[str], series: list[Series], y_label: 
     body = [frame.axes("held-out block", y_label, False, x_ticks=[]),
             frame.legend([(s.name, s.colour, False) for s in series])]
     for i, name in enumerate(categories):
-        body.append(f'<text x="{_n(frame.left + slot * (i + 0.5))}" y="{frame.bottom + 14}" class="tick" '
-                    f'text-anchor="middle">{escape(name[:16])}</text>')
+        body.append(f'<text x="{_n(frame.left + slot * (i + 0.5))}" y="{frame.bottom + 14}" class="tx">'
+                    f'{escape(name[:16])}</text>')
     for j, s in enumerate(series):
         rects = []
         for i, y in enumerate(s.y):
