@@ -86,3 +86,11 @@ def test_a_level_run_is_one_step_and_overlapping_dots_one_dot():
     scatter = _svg.scatter_chart("s", [_svg.Series("z", [0.0] * 50 + [5.0], [0.0] * 50 + [5.0], "#000")], "m", "p")
     dots = re.search(r'<g class="series" data-name="z" data-points="51"><path d="([^"]+)"', scatter).group(1)
     assert dots.count("M") == 2
+
+
+def test_kepler_loadability_is_shown_as_recorded_else_unknown():
+    from kepler_trainer.report._pipeline import loadable
+
+    assert loadable({}) == "unknown"
+    assert loadable({"kepler_weights": True}) == "yes" and loadable({"kepler_weights": False}) == "no"
+    assert loadable({"kepler_weights": {"0.7.12": True, "0.7.11": False}}) == "0.7.11: no, 0.7.12: yes"
