@@ -94,3 +94,19 @@ def test_user_errors_are_one_line_and_an_exit_code(trained, args, code, message)
     run = kepler_model("report", "--data-path", str(trained["work"]), *args)
     assert run.returncode == code, run.stderr
     assert message in run.stderr and "Traceback" not in run.stderr
+
+
+def test_a_group_without_a_sample_is_said_so_and_hostile_text_is_escaped(trained, tmp_path):
+    import shutil
+
+    pipeline = tmp_path / "models" / "copy"
+    shutil.copytree(trained["models"] / "real", pipeline)
+    (pipeline / "report" / "acpi_AbsPower_BPFOnly.json").unlink()  # as carried over from an older version
+    meta_file = next(pipeline.glob("rapl-sysfs/AbsPower/CounterOnly/*/metadata.json"))
+    metadata = json.loads(meta_file.read_text())
+    meta_file.write_text(json.dumps({**metadata, "kepler_weights": "<script>alert(1)</script>"}))
+    check(kepler_model("report", "-p", "copy", "--model-path", str(tmp_path / "models")))
+    page = (pipeline / "report.html").read_text()
+    section = page[page.index('data-group="acpi/AbsPower/BPFOnly"'):]
+    assert section[:section.index("</section>")].count("No held-out predictions were kept") == 1
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
