@@ -357,8 +357,17 @@ def _report(parser: argparse.ArgumentParser) -> None:
     r = parser.add_argument_group("report")
     r.add_argument("--estimation", default=None, help="report on this estimation output folder (under "
                    "--data-path, as estimate's -o) instead of a pipeline")
-    # -o: the page's path under --data-path; default: report.html inside the pipeline or estimation folder
     parser.set_defaults(output=None)
+    # the common options that mean nothing here are accepted but not shown
+    shown = {"help", "data_path", "model_path", "output", "termination_log", "verbose", "quiet", "pipeline_name",
+             "estimation"}
+    for action in parser._actions:
+        if action.dest not in shown:
+            action.help = argparse.SUPPRESS
+        elif action.dest == "output":
+            action.help = "the page's path under --data-path (default: report.html in the pipeline or estimation folder)"
+        elif action.dest == "pipeline_name":
+            action.help = "the published pipeline to report on"
 
 
 def _prometheus(parser: argparse.ArgumentParser) -> None:
