@@ -114,7 +114,7 @@ HEADERS = ["energy source", "output type", "feature group", "model", "MAE (W)", 
 
 def _overview(found: list[Group]) -> str:
     """The best model of every group, each row linking to the group's section."""
-    rows = [_model_row(g, best, True, link=True) for g in found if (best := _best(g)) is not None]
+    rows = [_model_row(g, best, False, link=True) for g in found if (best := _best(g)) is not None]
     return (f'<section id="summary"><h2>Best model per group</h2><p class="muted">Lowest MAE that passed the '
             f'accuracy gate; every trainer\'s figures are in the group\'s section below. MAE and MAPE are the '
             f'largest over the components; per-component figures are in each cell\'s tooltip.</p>'
