@@ -7,11 +7,14 @@ install:
 	bash hack/install.sh
 
 # Train every trainer on every feature group of a bundled real Kepler dump (rapl and acpi), publish the
-# pipeline, then estimate power with the best model: no cluster, no Prometheus.
+# pipeline (with its report page), then estimate power with the best model: no cluster, no Prometheus.
+# `kepler-model report` rebuilds the page from the published folder and prints its path and size.
 demo: install
 	kepler-model train -v -i $(SAMPLE) -p demo -e rapl-sysfs,acpi --data-path $(DEMO)
 	kepler-model estimate -v -i $(SAMPLE) -p demo -e rapl-sysfs --data-path $(DEMO)
+	kepler-model report -p demo --data-path $(DEMO)
 	@echo "pipeline: $(DEMO)/models/demo   estimation: $(DEMO)/output/estimation_result.csv"
+	@echo "reports (open in a browser, offline): $(DEMO)/models/demo/report.html   $(DEMO)/output/report.html"
 
 test:
 	bash hack/install.sh --test

@@ -2,8 +2,10 @@
 # Installs what the project and its tests need on a fresh Debian machine; each step is skipped when
 # already done, so running it again is cheap.
 #   hack/install.sh          the Python package with every extra (trainer, server, operator, dev)
-#   hack/install.sh --test   also Debian's prometheus, nginx and wrk, and the CRD apiserver (built once
-#                            per machine into /opt/crd-apiserver-bin, about 5 minutes the first time)
+#   hack/install.sh --test   also Debian's prometheus, nginx, wrk and chromium (the report pages' browser
+#                            tests drive it with playwright; playwright never downloads a browser), and the
+#                            CRD apiserver (built once per machine into /opt/crd-apiserver-bin, about 5
+#                            minutes the first time)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PYTHON:-python3}
@@ -23,6 +25,7 @@ need=()
 command -v prometheus >/dev/null && command -v promtool >/dev/null || need+=(prometheus)
 command -v nginx >/dev/null || need+=(nginx-light)
 command -v wrk >/dev/null || need+=(wrk)
+command -v chromium >/dev/null || need+=(chromium fonts-dejavu-core)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}" >&2
   apt-get update -q >/dev/null

@@ -560,6 +560,9 @@ class TrainingPipelineStatus(_Model):
     model_count: Annotated[int | None, Field(description="Models published by the last successful run.")] = None
     pipeline_path: Annotated[str | None, Field(description="Published pipeline folder on the volume.")] = None
     archive: Annotated[str | None, Field(description="Zip archive of the pipeline on the volume.")] = None
+    report_path: Annotated[str | None, Field(description=(
+        "The pipeline's report page (report.html: held-out accuracy of every model, with plots) on the volume; "
+        "the model server answers it at /pipelines/<name>/report."))] = None
     handled_rerun: Annotated[str | None, Field(description="The last rerun annotation value acted upon.")] = None
     last_schedule_time: Annotated[str | None, Field(description="The last schedule tick that started a run.",
                                                     json_schema_extra={"format": "date-time"})] = None
@@ -590,6 +593,9 @@ class EnergyEstimationStatus(_Model):
     last_run: Annotated[RunRecord | None, Field(description="The latest run.")] = None
     model: Annotated[BestModel | None, Field(description="The model that was used.")] = None
     result_path: Annotated[str | None, Field(description="estimation_result.csv on the volume.")] = None
+    report_path: Annotated[str | None, Field(description=(
+        "The estimation's report page (report.html: power and energy over the window, error against "
+        "measured power) on the volume."))] = None
     summary: Annotated[EstimationSummary | None, Field(description="Samples and per-component totals.")] = None
     handled_rerun: Annotated[str | None, Field(description="The last rerun annotation value acted upon.")] = None
 
@@ -625,6 +631,7 @@ class TrainingPipeline(_Resource):
         {"name": "Models", "type": "integer", "jsonPath": ".status.modelCount", "priority": 1},
         {"name": "Pipeline", "type": "string", "jsonPath": ".spec.pipelineName", "priority": 1},
         {"name": "Last Run", "type": "string", "jsonPath": ".status.lastRun.jobName", "priority": 1},
+        {"name": "Report", "type": "string", "jsonPath": ".status.reportPath", "priority": 1},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
 
@@ -643,6 +650,7 @@ class EnergyEstimation(_Resource):
         {"name": "Model", "type": "string", "jsonPath": ".status.model.modelName"},
         {"name": "Samples", "type": "integer", "jsonPath": ".status.summary.samples"},
         {"name": "Result", "type": "string", "jsonPath": ".status.resultPath", "priority": 1},
+        {"name": "Report", "type": "string", "jsonPath": ".status.reportPath", "priority": 1},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
 

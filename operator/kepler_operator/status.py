@@ -286,7 +286,8 @@ def training_status(old: Mapping[str, Any], *, generation: int, job: Mapping[str
     if outcome is not None and outcome.state == api.Phase.SUCCEEDED.value and outcome.summary:
         summary = outcome.summary
         status.update(bestModels=best_models(summary), modelCount=int(summary.get("models") or 0),
-                      pipelinePath=volume_path(summary.get("path")), archive=volume_path(summary.get("archive")))
+                      pipelinePath=volume_path(summary.get("path")), archive=volume_path(summary.get("archive")),
+                      reportPath=volume_path(summary.get("report")))
     return api.TrainingPipelineStatus.model_validate(status).dump()
 
 
@@ -303,6 +304,7 @@ def estimation_status(old: Mapping[str, Any], *, generation: int, job: Mapping[s
         components = summary.get("components") or {}
         status.update(
             resultPath=volume_path(summary.get("result")),
+            reportPath=volume_path(summary.get("report")),
             model=_model_entry(summary["model"]) if isinstance(summary.get("model"), dict) else None,
             summary={"samples": summary.get("samples"),
                      "components": [{"component": name, "energyJoules": c.get("energy_joules"),

@@ -27,7 +27,8 @@ BEST = {"energy_source": "rapl-sysfs", "output_type": "AbsPower", "feature_group
         "model_name": "SGDRegressorTrainer_0", "trainer": "SGDRegressorTrainer", "mae": 2.75,
         "path": "rapl-sysfs/AbsPower/BPFOnly/SGDRegressorTrainer_0"}
 TRAINED = {"ok": True, "command": "train", "pipeline": "std_v1", "path": "/models/team/std_v1",
-           "archive": "/models/team/std_v1.zip", "models": 8, "best": [BEST]}
+           "archive": "/models/team/std_v1.zip", "report": "/models/team/std_v1/report.html", "models": 8,
+           "best": [BEST]}
 ESTIMATED = {"ok": True, "command": "estimate", "result": "/models/team/estimations/est/estimation_result.csv",
              "model": BEST, "samples": 200,
              "components": {"package": {"energy_joules": 1500.0, "mean_power_watts": 2.5, "mae": 0.4}}}
@@ -171,17 +172,20 @@ def test_printer_columns(kube, ns, res):
          "lastTransitionTime": "2026-11-23T12:00:00Z"}],
         "bestModels": [{"energySource": "rapl-sysfs", "outputType": "AbsPower", "featureGroup": "BPFOnly",
                         "modelName": "SGDRegressorTrainer_0", "trainer": "SGDRegressorTrainer", "mae": 2.75,
-                        "path": "p"}]}
+                        "path": "p"}], "reportPath": "team/std_v1/report.html"}
     res.custom.patch_namespaced_custom_object_status("modeltraining.kepler.io", "v1alpha1", ns, "trainingpipelines",
                                                      "shown", {"status": status})
     table = _table(kube, ns, "trainingpipelines")
     names = [c["name"] for c in table["columnDefinitions"]]
-    assert names == ["Name", "Phase", "Ready", "Best", "MAE", "Models", "Pipeline", "Last Run", "Age"]
+    assert names == ["Name", "Phase", "Ready", "Best", "MAE", "Models", "Pipeline", "Last Run", "Report", "Age"]
     row = dict(zip(names, table["rows"][0]["cells"]))
     assert (row["Phase"], row["Ready"], row["Best"], row["MAE"], row["Models"], row["Pipeline"]) == \
         ("Succeeded", "True", "SGDRegressorTrainer_0", 2.75, 8, "std_v1")
+    assert row["Report"] == "team/std_v1/report.html"
+    priority = {c["name"]: c["priority"] for c in table["columnDefinitions"]}
+    assert priority["Report"] == 1  # shown by `kubectl get tp -o wide` only
     ee_names = [c["name"] for c in _table(kube, ns, "energyestimations")["columnDefinitions"]]
-    assert ee_names == ["Name", "Phase", "Ready", "Model", "Samples", "Result", "Age"]
+    assert ee_names == ["Name", "Phase", "Ready", "Model", "Samples", "Result", "Report", "Age"]
 
 
 def test_users_cannot_write_status_through_the_main_endpoint(res):
@@ -202,6 +206,7 @@ def test_training_then_estimation(kube, ns, res, operator):
         status = done["status"]
         assert status["observedGeneration"] == 1 and status["modelCount"] == 8
         assert status["pipelinePath"] == "team/std_v1" and status["archive"] == "team/std_v1.zip"
+        assert status["reportPath"] == "team/std_v1/report.html"
         assert status["bestModels"][0]["modelName"] == "SGDRegressorTrainer_0"
         assert status["bestModels"][0]["mae"] == 2.75
         assert {c["type"]: c["status"] for c in status["conditions"]} == {

@@ -21,7 +21,7 @@ BEST = [
      "trainer": "LinearRegressionTrainer", "mae": 1.25, "path": "rapl-sysfs/AbsPower/BPFOnly/LR_0"},
 ]
 OK = {"ok": True, "command": "train", "pipeline": "std", "path": "/models/team/std",
-      "archive": "/models/team/std.zip", "models": 12, "best": BEST}
+      "archive": "/models/team/std.zip", "report": "/models/team/std/report.html", "models": 12, "best": BEST}
 
 
 def job(state="running", name="demo-train-g1", generation=1, reason="", message="", **annotations):
@@ -122,6 +122,7 @@ def test_a_successful_run():
     assert conds(new) == {"Ready": ("True", "Succeeded"), "DataAvailable": ("True", "MetricsQueried"),
                           "Trained": ("True", "ModelsTrained"), "Published": ("True", "PipelinePublished")}
     assert new["modelCount"] == 12 and new["pipelinePath"] == "team/std" and new["archive"] == "team/std.zip"
+    assert new["reportPath"] == "team/std/report.html"
     assert [(m["energySource"], m["outputType"]) for m in new["bestModels"]] == [
         ("rapl-sysfs", "AbsPower"), ("rapl-sysfs", "DynPower"), ("acpi", "AbsPower")]
     assert new["bestModels"][0] == {"energySource": "rapl-sysfs", "outputType": "AbsPower", "featureGroup": "BPFOnly",
@@ -199,6 +200,7 @@ def test_volume_path(path, expected):
 # ------------------------------------------------------------------------------- EE status
 
 EE_OK = {"ok": True, "command": "estimate", "result": "/models/estimations/e/estimation_result.csv",
+         "report": "/models/estimations/e/report.html",
          "model": BEST[2], "samples": 1200,
          "components": {"package": {"energy_joules": 3600.0, "mean_power_watts": 3.0, "mae": 0.5},
                         "dram": {"energy_joules": 120.0, "mean_power_watts": 0.1, "mae": None}}}
@@ -214,6 +216,7 @@ def test_an_estimation_succeeds_with_its_summary():
     assert new["phase"] == "Succeeded" and conds(new) == {"Ready": ("True", "Succeeded"),
                                                           "ModelResolved": ("True", "ModelLoaded")}
     assert new["resultPath"] == "estimations/e/estimation_result.csv" and new["model"]["modelName"] == "LR_0"
+    assert new["reportPath"] == "estimations/e/report.html"
     assert new["summary"] == {"samples": 1200, "components": [
         {"component": "dram", "energyJoules": 120.0, "meanPowerWatts": 0.1},
         {"component": "package", "energyJoules": 3600.0, "meanPowerWatts": 3.0, "mae": 0.5}]}

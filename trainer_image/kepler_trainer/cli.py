@@ -219,13 +219,18 @@ def cmd_estimate(args, progress: Progress) -> dict:
     table, summary = estimate(extracted, choice)
     if table.empty:
         raise TooFewSamplesError("the input has no sample of the model's features")
+    from . import report
+
     out = _data_path(args) / args.output
-    csv = write_outputs(out, table, choice)
+    source_of_input = args.input or getattr(args, "server", None)
+    csv = write_outputs(out, table, choice, {"model": choice.describe(), "input": source_of_input, **summary})
+    page = report.write_estimation_report(out)
     print(f"estimated {summary['samples']} samples with {choice.name} ({choice.group}); wrote {csv}")
+    print(f"report: {page}")
     for component, entry in summary["components"].items():
         mae = "" if entry["mae"] is None else f", mae {entry['mae']:.3f} W"
         print(f"  {component:<9} {entry['energy_joules']:12.1f} J, mean {entry['mean_power_watts']:8.3f} W{mae}")
-    return {"result": str(csv), "model": choice.describe(), **summary}
+    return {"result": str(csv), "report": str(page), "model": choice.describe(), **summary}
 
 
 def cmd_train_from_data(args, progress: Progress) -> dict:
@@ -270,6 +275,31 @@ def cmd_train_from_data(args, progress: Progress) -> dict:
     summary = train_and_publish([table], settings, _model_path(args), [], progress.counter(len(trainers)))
     _print_best(summary.pop("results"))
     return summary
+
+
+def cmd_report(args, progress: Progress) -> dict:
+    """The report page of a published pipeline (`-p`), or of an estimation's output folder (`--estimation`)."""
+    from . import report
+    from .errors import ModelNotFoundError
+
+    out = _data_path(args) / args.output if args.output else None
+    if args.estimation:
+        folder, write = _data_path(args) / args.estimation, report.write_estimation_report
+        if not (folder / report.ESTIMATION_RESULT).is_file():
+            raise InputError(f"no estimation under {folder}: {report.ESTIMATION_RESULT} is missing")
+    else:
+        if not args.pipeline_name:
+            raise ConfigError("report needs -p PIPELINE (a published pipeline) or --estimation FOLDER")
+        folder, write = _model_path(args) / _pipeline_name(args), report.write_pipeline_report
+        if not (folder / "metadata.json").is_file():
+            raise ModelNotFoundError(f"no published pipeline {args.pipeline_name!r} under {_model_path(args)}")
+    try:
+        written = write(folder, out)
+    except OSError as exc:
+        raise InputError(f"cannot write the report to {out or folder}: {exc.strerror or exc}") from None
+    size = written.stat().st_size
+    print(f"report: {written} ({size / 1024:.0f} KiB)")
+    return {"report": str(written), "bytes": size}
 
 
 def cmd_query(args, progress: Progress) -> dict:
@@ -370,6 +400,23 @@ def _non_negative_seconds(text: str) -> float:
     return value
 
 
+def _report(parser: argparse.ArgumentParser) -> None:
+    r = parser.add_argument_group("report")
+    r.add_argument("--estimation", default=None, help="report on this estimation output folder (under "
+                   "--data-path, as estimate's -o) instead of a pipeline")
+    parser.set_defaults(output=None)
+    # the common options that mean nothing here are accepted but not shown
+    shown = {"help", "data_path", "model_path", "output", "termination_log", "verbose", "quiet", "pipeline_name",
+             "estimation"}
+    for action in parser._actions:
+        if action.dest not in shown:
+            action.help = argparse.SUPPRESS
+        elif action.dest == "output":
+            action.help = "the page's path under --data-path (default: report.html in the pipeline or estimation folder)"
+        elif action.dest == "pipeline_name":
+            action.help = "the published pipeline to report on"
+
+
 def _prometheus(parser: argparse.ArgumentParser) -> None:
     from . import prom  # requests and pydantic only
 
@@ -393,6 +440,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                      [_common, _training, _prometheus]),
         "train_from_data": ("train on a preprocessed feature table (CSV) and publish a pipeline",
                             cmd_train_from_data, [_common, _training]),
+        "report": ("write the HTML report page of a published pipeline or of an estimation", cmd_report,
+                   [_common, _report]),
     }
     for name, (help_text, func, groups) in commands.items():
         p = sub.add_parser(name, help=help_text, description=help_text)

@@ -81,7 +81,7 @@ def choose_model(model_path: Path, pipeline: str | None, source: str, output_typ
     return min(candidates, key=lambda c: c.mae if c.mae is not None else float("inf"))
 
 
-def _intervals(frame: pd.DataFrame) -> np.ndarray:
+def intervals(frame: pd.DataFrame) -> np.ndarray:
     """Seconds each row stands for: the gap to the previous row of the same node (median for the first)."""
     dt = frame.groupby("instance")["timestamp"].diff()
     return dt.fillna(dt.median() if dt.notna().any() else 0.0).to_numpy(float)
@@ -102,7 +102,7 @@ def estimate(extracted: Extracted, choice: ModelChoice) -> tuple[pd.DataFrame, d
             measured[column] = np.clip(measured[column] - idle.get(column, 0.0), 0.0, None)
         measured = measured.rename(columns={c: f"measured_{c}" for c in measured.columns if c.endswith("_power")})
         result = result.merge(measured, on=KEYS, how="left")
-    dt = _intervals(result)
+    dt = intervals(result)
     components = {}
     for component in predicted:
         pred = result[f"predicted_{component}_power"].to_numpy(float)
@@ -123,10 +123,19 @@ def _idle(choice: ModelChoice) -> dict[str, float]:
     return metadata.get("idle_power", {}).get(f"{choice.source}/{choice.group}", {})
 
 
-def write_outputs(output: Path, result: pd.DataFrame, choice: ModelChoice) -> Path:
-    """`estimation_result.csv` and `model.zip` in `output`, each written to a temporary name first."""
+RESULT_FILE = "estimation_result.csv"
+INFO_FILE = "estimation.json"
+
+
+def write_outputs(output: Path, result: pd.DataFrame, choice: ModelChoice, info: dict | None = None) -> Path:
+    """`estimation_result.csv`, `model.zip` and `estimation.json` (the model used, the summary: `info`)
+    in `output`, each written to a temporary name first."""
     output.mkdir(parents=True, exist_ok=True)
-    csv = output / "estimation_result.csv"
+    if info is not None:
+        tmp = output / f".{INFO_FILE}.{os.getpid()}"
+        tmp.write_text(json.dumps(info, indent=1))
+        os.replace(tmp, output / INFO_FILE)
+    csv = output / RESULT_FILE
     tmp = output / f".estimation_result.csv.{os.getpid()}"
     result.to_csv(tmp, index=False)
     os.replace(tmp, csv)

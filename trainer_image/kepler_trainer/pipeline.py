@@ -21,7 +21,7 @@ from typing import Callable, Iterable
 import pandas as pd
 from joblib import Parallel, delayed
 
-from . import evaluate, machine, publish_lock
+from . import evaluate, machine, publish_lock, report
 from .errors import AccuracyGateError, TooFewSamplesError
 from .extract import Extracted
 from .features import EnergySource, OutputType, main_feature, resolve_group
@@ -82,6 +82,7 @@ class Trained:
     train_rows: int = 0
     test_rows: int = 0
     metadata: dict | None = None
+    held_out: dict | None = None    # a bounded sample of the held-out predictions, for the report
 
     @property
     def ok(self) -> bool:
@@ -119,7 +120,16 @@ def _score(table: Table, trainer: str, model: PowerModel, held_out: list[tuple[P
     result = Trained(table, trainer, evaluate.pooled_errors(Y, predicted), train_rows=len(train_rows),
                      test_rows=test_rows)
     result.metadata = model_metadata(result, model, settings, folds=len(held_out))
+    result.held_out = report.held_out_sample(table.data, table.power, predicted, _fold_labels(table.data, held_out))
     return result
+
+
+def _fold_labels(data: pd.DataFrame, held_out: list[tuple[PowerModel, object]]) -> list[str]:
+    """The name of each held-out part: its run (workload split), else just `held-out`."""
+    if len(held_out) == 1:
+        return ["held-out"]
+    runs = _runs(data)
+    return [str(runs[rows[0]]) for _, rows in held_out]
 
 
 def _runs(data: pd.DataFrame):
@@ -307,6 +317,7 @@ def carry_over(folder: Path, previous: Path | None, tables: list[Table]) -> None
         key = tuple(group_dir.relative_to(previous).parts)
         if group_dir.is_dir() and key[1] in ("AbsPower", "DynPower") and key not in retrained:
             shutil.copytree(group_dir, folder / group_dir.relative_to(previous))
+            report.carry_over_held_out(previous, folder, key)
 
 
 def write_pipeline(folder: Path, previous: Path | None, results: list[Trained], tables: list[Table],
@@ -315,6 +326,8 @@ def write_pipeline(folder: Path, previous: Path | None, results: list[Trained], 
     now = datetime.now(timezone.utc).strftime(TIME_FORMAT)
     init_time = (_previous_init_time(previous) if previous is not None else None) or now
     _write_metadata_csvs(folder)
+    report.keep_held_out(folder, (((r.table.source, r.table.output_type.value, r.table.group), r.metadata, r.held_out)
+                                  for r in results if r.ok))
     _write_preprocessed(folder / "preprocessed_data", tables)
     if settings.profiles:
         (folder / "profile").mkdir()
@@ -329,7 +342,7 @@ def write_pipeline(folder: Path, previous: Path | None, results: list[Trained], 
         "abs_trainers": settings.abs_trainers,
         "dyn_trainers": settings.dyn_trainers,
         "metric_type": "bm_metrics",
-        "energy_sources": sorted({p.name for p in (folder.iterdir()) if p.is_dir()} - {"preprocessed_data", "profile"}),
+        "energy_sources": sorted({p.name for p in (folder.iterdir()) if p.is_dir()} - {"preprocessed_data", "profile", report.FOLDER}),
         "feature_groups": sorted({t.group for t in tables}),
         "init_time": init_time,
         "last_update_time": now,
@@ -436,8 +449,10 @@ def train_and_publish(tables: list[Table], settings: TrainSettings, model_path: 
             raise AccuracyGateError(f"no model reached MAE <= {settings.max_mae} W (best was {lowest:.2f} W); "
                                     "nothing was published")
         write_pipeline(folder, previous, results, tables, settings, skipped_groups)
+        report.write_pipeline_report(folder)
 
     final = publish(model_path, settings.pipeline_name, build, settings.lock_timeout)
     return {"pipeline": settings.pipeline_name, "path": str(final), "archive": str(final) + ".zip",
+            "report": str(final / report.REPORT_FILE),
             "models": sum(r.ok for r in results), "skipped": sum(not r.ok for r in results),
             "best": best_models(results, settings.node_type, settings.max_mae), "results": results}

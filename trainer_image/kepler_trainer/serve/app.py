@@ -105,6 +105,8 @@ def route_of(method: str, path: str) -> str:
         return "/model-weights"
     if path.startswith("/models/"):
         return "/models"
+    if path.startswith("/pipelines/") and path.endswith("/report"):
+        return "/pipelines/report"
     if path in ("/model", "/best-models", "/pipelines", "/metrics", "/healthz", "/readyz", "/docs",
                 "/openapi.json"):
         return path

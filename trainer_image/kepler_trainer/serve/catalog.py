@@ -106,6 +106,14 @@ class Pipeline:
         with os.fdopen(fd, "rb") as handle:
             return handle.read()
 
+    def has(self, rel: str) -> bool:
+        """Whether this pipeline version still holds the file `rel`."""
+        try:
+            os.stat(rel, dir_fd=self.fd, follow_symlinks=False)
+        except OSError:
+            return False
+        return True
+
     @property
     def sources(self) -> set[str]:
         return {m.source for m in self.models}

@@ -41,6 +41,11 @@ from .selection import (
 
 JSON = "application/json"
 ZIP = "application/zip"
+HTML = "text/html; charset=utf-8"
+REPORT_PREFIX, REPORT_SUFFIX, REPORT_FILE = "/pipelines/", "/report", "report.html"
+REPORT_HEADERS = (("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'"),
+                  ("X-Content-Type-Options", "nosniff"), ("Cache-Control", "no-cache"))
+"""The report page runs nothing and fetches nothing; the policy makes the browser hold it to that."""
 STALE_RETRIES = 3
 PROBES = frozenset({"/healthz", "/readyz"})
 MAX_CACHED_KEY = 4096
@@ -92,6 +97,10 @@ class Service:
         """The reply to a model route or probe; None when the request is for another route."""
         if method == "GET" and path in PROBES:
             return self.healthz() if path == "/healthz" else self.readyz()
+        if method == "GET" and path.startswith(REPORT_PREFIX) and path.endswith(REPORT_SUFFIX):
+            # never cached: `kepler-model report` may rewrite the page of a published pipeline in place
+            name = check_name(path[len(REPORT_PREFIX):-len(REPORT_SUFFIX)], "pipeline name")
+            return self._answer(None, lambda snapshot: self._report(snapshot, name))
         key = (method, path, raw_query, body) if body is None or len(body) <= MAX_CACHED_KEY else None
         reply = self.catalog.snapshot().answers.get(key) if key is not None else None
         if reply is None:
@@ -194,6 +203,19 @@ class Service:
         if entry.weight_file is None:
             raise NotFound(f"model {path} has no weight file (only linear and curve-fit trainers have one)")
         return Reply(200, entry.weight_file, JSON, _model_headers(entry, None))
+
+    def _report(self, snapshot: Snapshot, name: str) -> Reply:
+        """GET /pipelines/<name>/report: the page written when the pipeline was published."""
+        pipeline = snapshot.pipelines.get(name)
+        if pipeline is None:
+            raise NotFound(f"no pipeline {name!r} is served")
+        try:
+            return Reply(200, pipeline.read(REPORT_FILE), HTML, REPORT_HEADERS)
+        except StaleSnapshot:
+            if not pipeline.has("metadata.json"):
+                raise  # the whole version is gone: rescan
+        raise NotFound(f"pipeline {name!r} has no report (published by an older trainer): "
+                       f"run `kepler-model report -p {name}`")
 
     def _zip(self, snapshot: Snapshot, entry: ModelEntry, choice: Choice | None) -> Reply:
         if entry.zip_rel is None:
@@ -372,6 +394,13 @@ def build_router(service_of: Callable[[Request], Service]) -> APIRouter:
                                 node_type: NodeTypeQ = None, trainer_name: TrainerQ = None,
                                 filter: FilterQ = None, pipeline_name: PipelineQ = None) -> Response:
         return _answered(service_of(request), request, f"/model-weights/{model_type}")
+
+    @router.get("/pipelines/{name}/report", responses={200: {"content": {"text/html": {}},
+                                                              "description": "The pipeline's report page"},
+                                                        **ERRORS},
+                response_class=Response, summary="The report page of a pipeline: its models' held-out accuracy")
+    async def get_report(request: Request, name: Annotated[str, Path(description="Pipeline name")]) -> Response:
+        return _answered(service_of(request), request, f"/pipelines/{name}/report")
 
     @router.get("/pipelines", summary="The served pipelines")
     async def get_pipelines(request: Request) -> Response:
