@@ -2,7 +2,7 @@
 # Installs what the project and its tests need on a fresh Debian machine; each step is skipped when
 # already done, so running it again is cheap.
 #   hack/install.sh          the Python package with every extra (trainer, server, operator, dev)
-#   hack/install.sh --test   also Debian's prometheus, nginx and wrk, and the CRD apiserver (built once
+#   hack/install.sh --test   also Debian's prometheus, nginx, wrk and golang-go, and the CRD apiserver (built once
 #                            per machine into /opt/crd-apiserver-bin, about 5 minutes the first time)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -23,6 +23,8 @@ need=()
 command -v prometheus >/dev/null && command -v promtool >/dev/null || need+=(prometheus)
 command -v nginx >/dev/null || need+=(nginx-light)
 command -v wrk >/dev/null || need+=(wrk)
+# Kepler's own Go model code is compiled by the conformance tier (tests/conformance; bookworm: Go 1.19)
+command -v go >/dev/null || need+=(golang-go)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}" >&2
   apt-get update -q >/dev/null

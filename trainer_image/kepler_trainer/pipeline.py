@@ -233,7 +233,7 @@ def model_metadata(trained: Trained, model: PowerModel, settings: TrainSettings,
         "feature_group": table.group,
         "energy_source": table.source,
         "node_type": settings.node_type,
-        **({"machine_spec": settings.machine_spec} if settings.machine_spec else {}),
+        **({"machine_spec": machine.go_spec(settings.machine_spec)} if settings.machine_spec else {}),
         "evaluation": {"split": settings.split, "test_size": settings.test_size, "seed": settings.seed,
                        "train_rows": trained.train_rows, "test_rows": trained.test_rows, "folds": folds,
                        "tuning": settings.tuning},
@@ -253,7 +253,7 @@ def metadata_csv(rows: list[dict], components: Iterable[str]) -> pd.DataFrame:
     columns = (METADATA_COLUMNS + [f"{c}_mae" for c in components] + [f"{c}_mape" for c in components]
                + ["trainer", "node_type", "feature_group"])
     frame = pd.DataFrame([{k: (repr(v) if isinstance(v, list) else v) for k, v in r.items()} for r in rows])
-    extra = [f"{c}_r2" for c in components] + ["passed_gate"]
+    extra = [f"{c}_r2" for c in components] + ["passed_gate", "kepler_weights", "kepler_weights_reason"]
     frame = frame.reindex(columns=columns + [c for c in extra if c in frame])
     return frame.sort_values(["feature_group", "mae"], kind="stable").reset_index(drop=True)
 

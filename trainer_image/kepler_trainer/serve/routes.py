@@ -157,6 +157,9 @@ class Service:
             conditions=parse_filter(request.filter), node_type=request.node_type,
             spec=request.machine_spec.attrs() if request.machine_spec else None,
             loose=request.loose_node_type,
+            # Kepler 0.7.12 always sends machine_spec and reads model_name; 0.7.11 sends none and cannot
+            # decode anything but the component map.
+            trainer_from_answer=request.machine_spec is not None,
         )
         return self._chosen(snapshot, criteria, request.pipeline_name, request.weight)
 
@@ -164,8 +167,8 @@ class Service:
         pipeline = choose_pipeline(snapshot.pipelines, criteria.source, pipeline_name, self.default_pipeline)
         choice = select(pipeline, criteria)
         if weight:
-            return Reply(200, choice.entry.weight_answer or b"", JSON, _model_headers(choice.entry, choice),
-                         choice=choice)
+            body = choice.entry.weight_answer if criteria.trainer_from_answer else choice.entry.weight_file
+            return Reply(200, body or b"", JSON, _model_headers(choice.entry, choice), choice=choice)
         return self._zip(snapshot, choice.entry, choice)
 
     def _best_models(self, snapshot: Snapshot, raw_query: str) -> Reply:
@@ -193,6 +196,10 @@ class Service:
             return self._zip(snapshot, entry, None)
         if entry.weight_file is None:
             raise NotFound(f"model {path} has no weight file (only linear and curve-fit trainers have one)")
+        if not entry.kepler_weights:
+            raise NotFound(f"model {path} is not served as Kepler weights: "
+                           f"{entry.metadata.get('kepler_weights_reason') or 'a curve fit over several features'}")
+        # The plain component map: 0.7.11 decodes nothing else, 0.7.12 names the model after the URL.
         return Reply(200, entry.weight_file, JSON, _model_headers(entry, None))
 
     def _zip(self, snapshot: Snapshot, entry: ModelEntry, choice: Choice | None) -> Reply:
@@ -279,6 +286,7 @@ def _short_criteria(output_type: str, params: Mapping[str, str], weight: bool) -
         trainer=_name_param(params, "trainer-name", "") or None,
         weight=weight, conditions=parse_filter(params.get("filter", "")),
         node_type=_int_param(params, "node-type", -1),
+        trainer_from_answer=False,  # an init URL named AbsPower.json tells Kepler no trainer
     )
 
 
