@@ -20,7 +20,7 @@ import numpy as np
 import orjson
 
 from .errors import InputError
-from .trainers import PowerModel
+from .trainers import PowerModel, TrainerSpec
 
 TRUSTED_TYPES = frozenset({
     "kepler_trainer.trainers.CurveFitRegressor",
@@ -56,12 +56,16 @@ _FLAT_CURVES = {"logarithmic": [0.0, 1.0], "logistic": [0.0, 0.0, 0.0], "exponen
 def kepler_weights(model: PowerModel) -> tuple[bool, str]:
     """Whether Kepler's own regressor (0.7.11, 0.7.12) computes this model's power from weight.json,
     and why (docs/contracts.md, "Kepler compatibility")."""
-    kind = model.spec.weight_kind
+    return kepler_weights_of(model.spec, len(model.features_))
+
+
+def kepler_weights_of(spec: TrainerSpec, n_features: int) -> tuple[bool, str]:
+    kind = spec.weight_kind
     if kind is None:
-        return False, (f"Kepler's regressor has no form for a {model.spec.model_class} {model.spec.name} model; "
+        return False, (f"Kepler's regressor has no form for a {spec.model_class} {spec.name} model; "
                        "Kepler reaches it through the estimator sidecar")
-    if kind == "curvefit" and len(model.features_) != 1:
-        return False, (f"a curve fit over {len(model.features_)} features: Kepler evaluates a curve fit on the "
+    if kind == "curvefit" and n_features != 1:
+        return False, (f"a curve fit over {n_features} features: Kepler evaluates a curve fit on the "
                        "first of its own feature names, an order it does not fix; the sidecar evaluates it")
     return True, "linear weights" if kind == "linear" else "a one-feature curve fit"
 

@@ -27,7 +27,7 @@ from .errors import AccuracyGateError, TooFewSamplesError
 from .extract import Extracted
 from .features import EnergySource, OutputType, main_feature, resolve_group
 from .isolate import make_isolator
-from .persist import save_model, write_json, zip_folder
+from .persist import kepler_weights_of, save_model, write_json, zip_folder
 from .trainers import TRAINERS, PowerModel, TrainerSkipped, fresh
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -417,16 +417,27 @@ def _write_preprocessed(folder: Path, tables: list[Table]) -> None:
 def best_models(results: list[Trained], node_type: int, max_mae: float | None = None) -> list[dict]:
     """Lowest-MAE model per (source, output type): the headline of a run."""
     best: dict[tuple[str, str], Trained] = {}
+    best_weights: dict[tuple[str, str], Trained] = {}  # the best Kepler's regressor runs from weight.json
     for r in results:
         if not r.ok or (max_mae is not None and r.metrics["mae"] > max_mae):
             continue
         key = (r.table.source, r.table.output_type.value)
-        if key not in best or r.metrics["mae"] < best[key].metrics["mae"]:
-            best[key] = r
+        loadable = kepler_weights_of(TRAINERS[r.trainer], len(r.table.features))[0]
+        for chosen, eligible in ((best, True), (best_weights, loadable)):
+            if eligible and (key not in chosen or r.metrics["mae"] < chosen[key].metrics["mae"]):
+                chosen[key] = r
     return [{"energy_source": s, "output_type": ot, "feature_group": r.table.group,
              "model_name": model_name(r, node_type), "trainer": r.trainer, "mae": round(r.metrics["mae"], 4),
-             "path": f"{s}/{ot}/{r.table.group}/{model_name(r, node_type)}"}
+             "path": f"{s}/{ot}/{r.table.group}/{model_name(r, node_type)}",
+             "kepler_weights": best_weights.get((s, ot)) is r,
+             "kepler_weights_model": _weights_path(best_weights.get((s, ot)), node_type)}
             for (s, ot), r in sorted(best.items())]
+
+
+def _weights_path(result: Trained | None, node_type: int) -> str | None:
+    if result is None:
+        return None
+    return f"{result.table.group}/{model_name(result, node_type)}"
 
 
 def run(extracted: Extracted, settings: TrainSettings, model_path: Path,

@@ -33,6 +33,7 @@ from .schema import (
 from .selection import (
     Choice,
     Criteria,
+    best_kepler_weights,
     best_models,
     choose_pipeline,
     parse_filter,
@@ -181,7 +182,9 @@ class Service:
         conditions = parse_filter(params.get("filter", ""))
         pipeline = choose_pipeline(snapshot.pipelines, source, _name_param(params, "pipeline-name", ""),
                                    self.default_pipeline)
-        best = best_models(pipeline, source, output_types, group, node_type, conditions)
+        best: dict = best_models(pipeline, source, output_types, group, node_type, conditions)
+        # Beside upstream's keys: per group, the best model Kepler's regressor runs from weights (docs/serve.md).
+        best["kepler_weights"] = best_kepler_weights(pipeline, source, output_types, group, node_type, conditions)
         return Reply(200, orjson.dumps(best), JSON, (("X-Model-Pipeline", pipeline.name),))
 
     def _by_name(self, snapshot: Snapshot, model_type: str, raw_query: str, weight: bool) -> Reply:
@@ -358,8 +361,9 @@ def build_router(service_of: Callable[[Request], Service]) -> APIRouter:
     async def post_model(request: Request, body: Annotated[ModelRequest, Body()]) -> Response:
         return to_response(service_of(request).answer_model_request(body))
 
-    @router.get("/best-models", responses=ERRORS, response_model=dict[str, dict[str, str]],
-                summary="The lowest-MAE model name per output type and feature group")
+    @router.get("/best-models", responses=ERRORS, response_model=dict[str, dict[str, Any]],
+                summary="The lowest-MAE model name per output type and feature group; under kepler_weights, "
+                        "the best each group has that Kepler runs from weights (null: sidecar only)")
     async def get_best_models(request: Request, energy_source: Source = None, output_type: OutputType = None,
                               feature_group: Group = None, node_type: NodeTypeQ = None, filter: FilterQ = None,
                               pipeline_name: PipelineQ = None) -> Response:

@@ -229,7 +229,27 @@ def jaccard(a: str, b: str) -> float:
 def best_models(pipeline: Pipeline, source: str, output_types: Sequence[str], feature_group: str | None,
                 node_type: int, conditions: tuple[Condition, ...]) -> dict[str, dict[str, str]]:
     """`{output_type: {feature_group: model_name}}`, lowest MAE, strict node type (no fallback)."""
-    answer: dict[str, dict[str, str]] = {}
+    groups = _groups(pipeline, source, output_types, feature_group, node_type, conditions)
+    return {ot: {g: best(ms).model_name for g, ms in sorted(by_group.items())} for ot, by_group in groups.items()}
+
+
+def best_kepler_weights(pipeline: Pipeline, source: str, output_types: Sequence[str], feature_group: str | None,
+                        node_type: int, conditions: tuple[Condition, ...]) -> dict[str, dict[str, str | None]]:
+    """`{output_type: {feature_group: model_name or None}}`: the lowest-MAE model of each group that
+    Kepler's regressor runs from weights (None: only the estimator sidecar can run this group's models)."""
+    groups = _groups(pipeline, source, output_types, feature_group, node_type, conditions)
+    answer: dict[str, dict[str, str | None]] = {}
+    for output_type, by_group in groups.items():
+        answer[output_type] = {}
+        for group, ms in sorted(by_group.items()):
+            loadable = [m for m in ms if m.kepler_weights]
+            answer[output_type][group] = best(loadable).model_name if loadable else None
+    return answer
+
+
+def _groups(pipeline: Pipeline, source: str, output_types: Sequence[str], feature_group: str | None,
+            node_type: int, conditions: tuple[Condition, ...]) -> dict[str, dict[str, list[ModelEntry]]]:
+    answer: dict[str, dict[str, list[ModelEntry]]] = {}
     for output_type in output_types:
         groups: dict[str, list[ModelEntry]] = {}
         for m in pipeline.models:
@@ -238,7 +258,7 @@ def best_models(pipeline: Pipeline, source: str, output_types: Sequence[str], fe
                     and node_type in (-1, m.node_type)
                     and all(c.accepts(m) for c in conditions)):
                 groups.setdefault(m.feature_group, []).append(m)
-        answer[output_type] = {g: best(ms).model_name for g, ms in sorted(groups.items())}
+        answer[output_type] = groups
     return answer
 
 
