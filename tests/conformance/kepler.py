@@ -24,8 +24,7 @@ GO_TREE = HERE / "kepler_go"
 REPO = HERE.parents[1]
 KEPLER_GO = Path(os.environ.get("KEPLER_GO_REFERENCE", REPO.parent / "shared" / "reference" / "kepler-go"))
 VERSIONS = ("v0.7.11", "v0.7.12")
-GO_ENV = {"GOFLAGS": "-mod=mod", "GOPROXY": "off", "GOTOOLCHAIN": "local", "GO111MODULE": "on",
-          "GONOSUMDB": "*", "GONOSUMCHECK": "1", "GOFLAGS_EXTRA": ""}
+GO_ENV = {"GOFLAGS": "-mod=mod", "GOPROXY": "off", "GOTOOLCHAIN": "local", "GO111MODULE": "on", "GOSUMDB": "off"}
 
 
 class Unavailable(Exception):

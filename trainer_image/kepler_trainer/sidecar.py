@@ -336,6 +336,9 @@ def serve(path: str, models: Models, ready=None) -> None:
                 except OSError as exc:
                     log.warning("dropped a connection: %s", exc)
                     continue
+                except Exception as exc:  # noqa: BLE001 - a bug answers one request, not the node's power
+                    log.exception("internal error answering a request")
+                    answer = json.dumps({"powers": {}, "msg": f"internal error: {exc!r}"[:1000]}).encode()
                 try:
                     connection.sendall(answer)
                 except OSError as exc:
