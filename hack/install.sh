@@ -2,7 +2,8 @@
 # Installs what the project and its tests need on a fresh Debian machine; each step is skipped when
 # already done, so running it again is cheap.
 #   hack/install.sh          the Python package with every extra (trainer, server, operator, dev)
-#   hack/install.sh --test   also Debian's prometheus, nginx, wrk and chromium (the report pages' browser
+#   hack/install.sh --test   also Debian's prometheus, nginx, wrk, golang-go (the Kepler conformance tier
+#                            builds Kepler's own Go code offline) and chromium (the report pages' browser
 #                            tests drive it with playwright; playwright never downloads a browser), and the
 #                            CRD apiserver (built once per machine into /opt/crd-apiserver-bin, about 5
 #                            minutes the first time)
@@ -26,6 +27,8 @@ command -v prometheus >/dev/null && command -v promtool >/dev/null || need+=(pro
 command -v nginx >/dev/null || need+=(nginx-light)
 command -v wrk >/dev/null || need+=(wrk)
 command -v chromium >/dev/null || need+=(chromium fonts-dejavu-core)
+# Kepler's own Go model code is compiled by the conformance tier (tests/conformance; bookworm: Go 1.19)
+command -v go >/dev/null || need+=(golang-go)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}" >&2
   apt-get update -q >/dev/null

@@ -545,6 +545,12 @@ class BestModel(_Model):
     trainer: Annotated[str, Field(description="Trainer that produced it.")]
     mae: Annotated[float | None, Field(description="Mean absolute error in watts on held-out data.")] = None
     path: Annotated[str, Field(description="Model folder, relative to the pipeline folder.")]
+    kepler_weights: Annotated[bool | None, Field(
+        description="Kepler 0.7's regressor runs this model from its weight file (false: only through the "
+                    "estimator sidecar).")] = None
+    kepler_weights_model: Annotated[str | None, Field(
+        description="The lowest-MAE model of this energy source and output type that Kepler's regressor runs "
+                    "from weights, as <feature group>/<model>; empty when none.", max_length=256)] = None
 
 
 class TrainingPipelineStatus(_Model):

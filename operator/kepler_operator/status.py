@@ -149,7 +149,10 @@ def _model_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
     return {"energySource": str(entry.get("energy_source", "")), "outputType": str(entry.get("output_type", "")),
             "featureGroup": str(entry.get("feature_group", "")), "modelName": str(entry.get("model_name", "")),
             "trainer": str(entry.get("trainer", "")), "mae": float(mae) if isinstance(mae, (int, float)) else None,
-            "path": str(entry.get("path", ""))}
+            "path": str(entry.get("path", "")),
+            **({"keplerWeights": entry["kepler_weights"]} if isinstance(entry.get("kepler_weights"), bool) else {}),
+            **({"keplerWeightsModel": entry["kepler_weights_model"][:256]}
+               if isinstance(entry.get("kepler_weights_model"), str) else {})}
 
 
 def merge_conditions(old: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]], now: str,

@@ -311,3 +311,12 @@ def test_a_rejected_job_is_a_failure_with_the_servers_reason():
     new = tp_status(problem=JobRejectedError("Job demo-train-g1 was rejected: exceeded quota"))
     assert new["phase"] == "Failed" and conds(new)["Ready"] == ("False", "JobRejected")
     assert "exceeded quota" in next(c for c in new["conditions"] if c["type"] == "Ready")["message"]
+
+
+def test_best_models_say_which_model_kepler_runs_from_weights():
+    """The trainer's summary marks each best model, and names the best one Kepler's regressor can load."""
+    best = [{**BEST[1], "kepler_weights": False, "kepler_weights_model": "BPFOnly/SGD_0"},
+            {**BEST[2], "kepler_weights": True, "kepler_weights_model": "BPFOnly/LR_0"}]
+    new = tp_status(job=job("complete"), terminated=term(0, json.dumps({**OK, "best": best})))
+    marks = {m["modelName"]: (m["keplerWeights"], m["keplerWeightsModel"]) for m in new["bestModels"]}
+    assert marks == {"GB_0": (False, "BPFOnly/SGD_0"), "LR_0": (True, "BPFOnly/LR_0")}

@@ -212,3 +212,23 @@ def test_source_aliases(given: str, expected: str) -> None:
 ])
 def test_processor_names_are_normalized_like_the_index(raw: str, normalized: str) -> None:
     assert normalize_processor(raw) == normalized
+
+
+def test_weights_go_only_where_kepler_computes_them_as_we_do(tmp_path: Path) -> None:
+    """Curve fits: over one feature only, to a request of that feature alone, and to Kepler 0.7.11 (no
+    machine_spec: it takes the predictor from its configured trainer) only when it asked that trainer."""
+    one = ["bpf_cpu_time_ms"]
+    pipeline = load(tmp_path, [
+        FakeModel("LogarithmicRegressionTrainer", mae=1.0, feature_group="BPFOnly", features=one),
+        FakeModel("ExponentialRegressionTrainer", mae=0.5, feature_group="Basic"),   # five features
+        FakeModel("SGDRegressorTrainer", mae=3.0, feature_group="BPFOnly", features=one)])
+    alone = frozenset(one) | {"cpu_architecture"}
+    assert select(pipeline, crit(metrics=alone, weight=True)).entry.trainer == "LogarithmicRegressionTrainer"
+    assert select(pipeline, crit(metrics=ALL, weight=True)).entry.trainer == "SGDRegressorTrainer"
+    assert select(pipeline, crit(metrics=alone, weight=True, trainer_from_answer=False)).entry.trainer \
+        == "SGDRegressorTrainer"
+    assert select(pipeline, crit(metrics=alone, weight=True, trainer_from_answer=False,
+                                 trainer="LogarithmicRegressionTrainer")).entry.trainer == "LogarithmicRegressionTrainer"
+    with pytest.raises(NoMatchingModel, match="curve fits over one feature"):
+        select(pipeline, crit(metrics=ALL, weight=True, trainer="ExponentialRegressionTrainer"))
+    assert not next(m for m in pipeline.models if m.trainer == "ExponentialRegressionTrainer").kepler_weights

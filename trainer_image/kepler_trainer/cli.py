@@ -315,6 +315,12 @@ def cmd_serve(args, progress: Progress) -> dict:
     raise SystemExit(serve.run(args))
 
 
+def cmd_estimator(args, progress: Progress) -> dict:
+    from . import sidecar
+
+    raise SystemExit(sidecar.run(args))
+
+
 # -- parser --------------------------------------------------------------------------------------------
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -455,6 +461,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
         serve.add_arguments(p)
     p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("estimator", help="the estimator sidecar: answer Kepler's power requests on a unix socket",
+                       description="the estimator sidecar Kepler 0.7 uses with ESTIMATOR=true (upstream's arguments)")
+    if command == "estimator":
+        from . import sidecar
+
+        sidecar.add_arguments(p)
+    p.set_defaults(func=cmd_estimator)
     return parser
 
 

@@ -62,6 +62,17 @@ def normalise_spec(raw: dict) -> dict:
     return spec
 
 
+def go_spec(raw: dict) -> dict:
+    """The known attributes of a spec, normalised, in the shape Kepler 0.7.12's `config.MachineSpec`
+    decodes (a string processor, whole numbers): what models and the model server publish. An invalid
+    spec gives an empty one."""
+    try:
+        spec = normalise_spec({k: v for k, v in raw.items() if not isinstance(v, bool)})  # JSON true is no count
+    except (InputError, AttributeError):
+        return {}
+    return {k: v for k, v in spec.items() if v is not None}
+
+
 def complete(spec: dict) -> bool:
     return all(spec.get(a) is not None for a in ATTRIBUTES)
 

@@ -20,7 +20,7 @@ import numpy as np
 import orjson
 
 from .errors import InputError
-from .trainers import PowerModel
+from .trainers import PowerModel, TrainerSpec
 
 TRUSTED_TYPES = frozenset({
     "kepler_trainer.trainers.CurveFitRegressor",
@@ -48,14 +48,39 @@ def _jsonable(value):
 
 # -- weight.json ----------------------------------------------------------------------------------
 
-def weight_document(model: PowerModel) -> dict | None:
-    """The weight file Kepler's estimator reads (reference §2.8), or None for tree/kernel models.
+# Parameters of a curve that is flat at its last parameter (the constant term): zero amplitude, and a
+# zero rate where the rate multiplies x, so Kepler's arithmetic never meets inf * 0.
+_FLAT_CURVES = {"logarithmic": [0.0, 1.0], "logistic": [0.0, 0.0, 0.0], "exponential": [0.0, 0.0]}
 
-    Linear: prediction = Bias_Weight + sum(weight * x / scale). A constant component is a bias alone.
-    """
-    kind = model.spec.weight_kind
+
+def kepler_weights(model: PowerModel) -> tuple[bool, str]:
+    """Whether Kepler's own regressor (0.7.11, 0.7.12) computes this model's power from weight.json,
+    and why (docs/contracts.md, "Kepler compatibility")."""
+    return kepler_weights_of(model.spec, len(model.features_))
+
+
+def kepler_weights_of(spec: TrainerSpec, n_features: int) -> tuple[bool, str]:
+    kind = spec.weight_kind
     if kind is None:
+        return False, (f"Kepler's regressor has no form for a {spec.model_class} {spec.name} model; "
+                       "Kepler reaches it through the estimator sidecar")
+    if kind == "curvefit" and n_features != 1:
+        return False, (f"a curve fit over {n_features} features: Kepler evaluates a curve fit on the "
+                       "first of its own feature names, an order it does not fix; the sidecar evaluates it")
+    return True, "linear weights" if kind == "linear" else "a one-feature curve fit"
+
+
+def weight_document(model: PowerModel) -> dict | None:
+    """The weight file Kepler's estimator reads (reference §2.8), or None when Kepler cannot run the
+    model from weights (`kepler_weights`).
+
+    Linear: prediction = Bias_Weight + sum(weight * x / scale). A constant component is a bias alone
+    in a linear model, and a flat curve in a curve fit: Kepler picks one predictor kind for every
+    component of a model (by its trainer), and a curve predictor rejects linear weights.
+    """
+    if not kepler_weights(model)[0]:
         return None
+    kind = model.spec.weight_kind
     document = {}
     for component, pipeline in model.models_.items():
         scale = pipeline.named_steps["scale"].scale_
@@ -64,16 +89,18 @@ def weight_document(model: PowerModel) -> dict | None:
         weights: dict = {"Categorical_Variables": {}, "Numerical_Variables": numerical}
         offset = model.offsets_[component]
         if model.is_constant(component):
-            weights["Bias_Weight"] = float(regressor.constant_.ravel()[0]) - offset
-            for f in numerical:
-                numerical[f]["weight"] = 0.0
+            constant = float(regressor.constant_.ravel()[0]) - offset
+            if kind == "linear":
+                weights["Bias_Weight"] = constant
+                for f in numerical:
+                    numerical[f]["weight"] = 0.0
+            else:
+                weights["CurveFit_Weights"] = [*_FLAT_CURVES[model.spec.curve], constant]
         elif kind == "linear":
             weights["Bias_Weight"] = float(np.ravel(regressor.intercept_)[0]) - offset
             for f, w in zip(model.features_, regressor.coef_):
                 numerical[f]["weight"] = float(w)
         else:
-            main = model.features_[regressor.feature_index]
-            weights["Numerical_Variables"] = {main: numerical[main], **numerical}
             params = [float(p) for p in regressor.params_]
             params[-1] -= offset  # every curve's last parameter is its constant term
             weights["CurveFit_Weights"] = params
@@ -128,10 +155,22 @@ def save_model(folder: Path, model: PowerModel, metadata: dict, same_regressors:
     weights = weight_document(model)
     if weights is not None:
         write_json(folder / "weight.json", weights)
-    write_json(folder / "metadata.json", {**metadata, "weight": weights is not None})
+    loadable, reason = kepler_weights(model)
+    write_json(folder / "metadata.json", {**metadata, "weight": weights is not None, "kepler_weights": loadable,
+                                          "kepler_weights_reason": reason})
     zip_folder(folder, folder.with_suffix(".zip"))
     if weights is not None:
-        write_json(folder.with_suffix(".json"), {"model_name": name, **weights})
+        # Kepler 0.7.12's form (as its own bundled weight files): it reads the trainer from model_name,
+        # which 0.7.11 cannot decode; weight.json in the folder is the plain component map for 0.7.11.
+        write_json(folder.with_suffix(".json"), {"model_name": name, **_machine_spec(metadata), **weights})
+
+
+def _machine_spec(metadata: dict) -> dict:
+    """The model's machine spec as Kepler 0.7.12's config.MachineSpec decodes it (empty when unknown)."""
+    from .machine import go_spec
+
+    spec = go_spec(metadata.get("machine_spec") or {})
+    return {"machine_spec": spec} if spec else {}
 
 
 def _link_or_copy(source: Path, target: Path) -> None:

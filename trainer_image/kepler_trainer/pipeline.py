@@ -26,7 +26,7 @@ from .errors import AccuracyGateError, TooFewSamplesError
 from .extract import Extracted
 from .features import EnergySource, OutputType, main_feature, resolve_group
 from .isolate import make_isolator
-from .persist import save_model, write_json, zip_folder
+from .persist import kepler_weights_of, save_model, write_json, zip_folder
 from .trainers import TRAINERS, PowerModel, TrainerSkipped, fresh
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -243,7 +243,7 @@ def model_metadata(trained: Trained, model: PowerModel, settings: TrainSettings,
         "feature_group": table.group,
         "energy_source": table.source,
         "node_type": settings.node_type,
-        **({"machine_spec": settings.machine_spec} if settings.machine_spec else {}),
+        **({"machine_spec": machine.go_spec(settings.machine_spec)} if settings.machine_spec else {}),
         "evaluation": {"split": settings.split, "test_size": settings.test_size, "seed": settings.seed,
                        "train_rows": trained.train_rows, "test_rows": trained.test_rows, "folds": folds,
                        "tuning": settings.tuning},
@@ -263,7 +263,7 @@ def metadata_csv(rows: list[dict], components: Iterable[str]) -> pd.DataFrame:
     columns = (METADATA_COLUMNS + [f"{c}_mae" for c in components] + [f"{c}_mape" for c in components]
                + ["trainer", "node_type", "feature_group"])
     frame = pd.DataFrame([{k: (repr(v) if isinstance(v, list) else v) for k, v in r.items()} for r in rows])
-    extra = [f"{c}_r2" for c in components] + ["passed_gate"]
+    extra = [f"{c}_r2" for c in components] + ["passed_gate", "kepler_weights", "kepler_weights_reason"]
     frame = frame.reindex(columns=columns + [c for c in extra if c in frame])
     return frame.sort_values(["feature_group", "mae"], kind="stable").reset_index(drop=True)
 
@@ -410,16 +410,27 @@ def _write_preprocessed(folder: Path, tables: list[Table]) -> None:
 def best_models(results: list[Trained], node_type: int, max_mae: float | None = None) -> list[dict]:
     """Lowest-MAE model per (source, output type): the headline of a run."""
     best: dict[tuple[str, str], Trained] = {}
+    best_weights: dict[tuple[str, str], Trained] = {}  # the best Kepler's regressor runs from weight.json
     for r in results:
         if not r.ok or (max_mae is not None and r.metrics["mae"] > max_mae):
             continue
         key = (r.table.source, r.table.output_type.value)
-        if key not in best or r.metrics["mae"] < best[key].metrics["mae"]:
-            best[key] = r
+        loadable = kepler_weights_of(TRAINERS[r.trainer], len(r.table.features))[0]
+        for chosen, eligible in ((best, True), (best_weights, loadable)):
+            if eligible and (key not in chosen or r.metrics["mae"] < chosen[key].metrics["mae"]):
+                chosen[key] = r
     return [{"energy_source": s, "output_type": ot, "feature_group": r.table.group,
              "model_name": model_name(r, node_type), "trainer": r.trainer, "mae": round(r.metrics["mae"], 4),
-             "path": f"{s}/{ot}/{r.table.group}/{model_name(r, node_type)}"}
+             "path": f"{s}/{ot}/{r.table.group}/{model_name(r, node_type)}",
+             "kepler_weights": best_weights.get((s, ot)) is r,
+             "kepler_weights_model": _weights_path(best_weights.get((s, ot)), node_type)}
             for (s, ot), r in sorted(best.items())]
+
+
+def _weights_path(result: Trained | None, node_type: int) -> str | None:
+    if result is None:
+        return None
+    return f"{result.table.group}/{model_name(result, node_type)}"
 
 
 def run(extracted: Extracted, settings: TrainSettings, model_path: Path,

@@ -30,11 +30,14 @@ from typing import Any
 
 import orjson
 
+from ..machine import go_spec
 from .errors import StaleSnapshot
 from .schema import (
     _NAME_RE,
+    CURVE_TRAINERS,
     MODEL_NAME_RE,
     OUTPUT_TYPES,
+    WEIGHT_TRAINERS,
     canonical_source,
     normalize_processor,
 )
@@ -74,9 +77,10 @@ class ModelEntry:
     rel_dir: str                # <source dir>/<ot>/<fg>/<model>, relative to the pipeline folder
     zip_rel: str | None         # the flat zip beside the folder, when present
     weight: dict[str, Any] | None
-    weight_file: bytes | None   # the weight file as published (served verbatim by path)
-    weight_answer: bytes | None  # weight + model_name, mae, machine_spec (selection answers)
+    weight_file: bytes | None   # the plain component map: Kepler 0.7.11's shape (init URLs, 0.7.11's requests)
+    weight_answer: bytes | None  # weight + model_name, mae, machine_spec: Kepler 0.7.12's shape
     machine_spec: dict[str, Any] | None
+    kepler_weights: bool = False  # Kepler's regressor evaluates the weights as we do (docs/contracts.md)
 
     @property
     def path(self) -> str:
@@ -387,41 +391,40 @@ def _model_entry(model_fd: int, group_fd: int, group_files: set[str], prefix: tu
         log.info("not serving model %s: its mae %s is over the pipeline's accuracy gate", where, mae)
         return None
     node_type = int(match.group(2))
-    weight_file = _weight_file(model_fd, group_fd, group_files, model_name)
-    weight = _decode_weight(weight_file, where)
-    if weight is None:
-        weight_file = None
+    trainer = match.group(1)
+    weight = _decode_weight(_weight_file(model_fd, group_fd, group_files, model_name), where)
+    loadable = weight is not None and kepler_can_evaluate(trainer, features, metadata)
+    if weight is not None and not loadable:
+        log.info("not serving %s as Kepler weights: %s", where,
+                 metadata.get("kepler_weights_reason") or "a curve fit over several features")
     spec = metadata.get("machine_spec")
     if not isinstance(spec, dict):
         spec = node_types[node_type].attrs if node_type in node_types else None
-    answer = None
+    weight_file = answer = None
     if weight is not None:
-        extras = {"model_name": model_name, "mae": float(mae)}
-        if spec:
-            extras["machine_spec"] = _go_spec(spec)
+        weight_file = orjson.dumps(weight)
+        extras: dict[str, Any] = {"model_name": model_name, "mae": float(mae)}
+        served_spec = go_spec(spec) if spec else {}
+        if served_spec:
+            extras["machine_spec"] = served_spec
         answer = orjson.dumps({**weight, **extras})
     zip_name = f"{model_name}.zip"
     return ModelEntry(
         pipeline=pipeline, source=canonical_source(source_dir), output_type=output_type,
-        feature_group=group, model_name=model_name, trainer=match.group(1), node_type=node_type,
+        feature_group=group, model_name=model_name, trainer=trainer, node_type=node_type,
         features=frozenset(features), mae=float(mae), metadata=metadata,
         rel_dir=f"{source_dir}/{output_type}/{group}/{model_name}",
         zip_rel=f"{source_dir}/{output_type}/{group}/{zip_name}" if zip_name in group_files else None,
-        weight=weight, weight_file=weight_file, weight_answer=answer, machine_spec=spec,
+        weight=weight, weight_file=weight_file, weight_answer=answer, machine_spec=spec, kepler_weights=loadable,
     )
 
 
-def _go_spec(spec: dict[str, Any]) -> dict[str, Any]:
-    """The spec as Kepler's Go struct can decode it: a string processor, whole numbers elsewhere
-    (a fractional number would make Go reject the whole weight answer)."""
-    out: dict[str, Any] = {}
-    for key in SPEC_ATTRS:
-        value = spec.get(key)
-        if key == "processor" and isinstance(value, str):
-            out[key] = value
-        elif _finite(value):
-            out[key] = round(value)
-    return out
+def kepler_can_evaluate(trainer: str, features: list[str], metadata: dict[str, Any]) -> bool:
+    """Kepler's regressor computes what we do: a weight trainer, a curve fit only over one feature
+    (Kepler feeds curve fits the first of its own feature names), and not marked otherwise at publish."""
+    if metadata.get("kepler_weights") is False or trainer not in WEIGHT_TRAINERS:
+        return False
+    return trainer not in CURVE_TRAINERS or len(features) == 1
 
 
 def _weight_file(model_fd: int, group_fd: int, group_files: set[str], model_name: str) -> bytes | None:
@@ -442,7 +445,8 @@ def _decode_weight(raw: bytes | None, where: str) -> dict[str, Any] | None:
     if not isinstance(weight, dict) or not any(isinstance(v, dict) and "All_Weights" in v for v in weight.values()):
         log.warning("ignoring the weight file of %s: no component with All_Weights", where)
         return None
-    return weight
+    # The components alone (`<model>.json` also carries model_name and machine_spec: 0.7.11 cannot decode them).
+    return {k: v for k, v in weight.items() if isinstance(v, dict) and "All_Weights" in v}
 
 
 def _read_bytes(dir_fd: int, name: str) -> bytes | None:

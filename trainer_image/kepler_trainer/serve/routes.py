@@ -33,6 +33,7 @@ from .schema import (
 from .selection import (
     Choice,
     Criteria,
+    best_kepler_weights,
     best_models,
     choose_pipeline,
     parse_filter,
@@ -166,6 +167,9 @@ class Service:
             conditions=parse_filter(request.filter), node_type=request.node_type,
             spec=request.machine_spec.attrs() if request.machine_spec else None,
             loose=request.loose_node_type,
+            # Kepler 0.7.12 always sends machine_spec and reads model_name; 0.7.11 sends none and cannot
+            # decode anything but the component map.
+            trainer_from_answer=request.machine_spec is not None,
         )
         return self._chosen(snapshot, criteria, request.pipeline_name, request.weight)
 
@@ -173,8 +177,8 @@ class Service:
         pipeline = choose_pipeline(snapshot.pipelines, criteria.source, pipeline_name, self.default_pipeline)
         choice = select(pipeline, criteria)
         if weight:
-            return Reply(200, choice.entry.weight_answer or b"", JSON, _model_headers(choice.entry, choice),
-                         choice=choice)
+            body = choice.entry.weight_answer if criteria.trainer_from_answer else choice.entry.weight_file
+            return Reply(200, body or b"", JSON, _model_headers(choice.entry, choice), choice=choice)
         return self._zip(snapshot, choice.entry, choice)
 
     def _best_models(self, snapshot: Snapshot, raw_query: str) -> Reply:
@@ -187,7 +191,9 @@ class Service:
         conditions = parse_filter(params.get("filter", ""))
         pipeline = choose_pipeline(snapshot.pipelines, source, _name_param(params, "pipeline-name", ""),
                                    self.default_pipeline)
-        best = best_models(pipeline, source, output_types, group, node_type, conditions)
+        best: dict = best_models(pipeline, source, output_types, group, node_type, conditions)
+        # Beside upstream's keys: per group, the best model Kepler's regressor runs from weights (docs/serve.md).
+        best["kepler_weights"] = best_kepler_weights(pipeline, source, output_types, group, node_type, conditions)
         return Reply(200, orjson.dumps(best), JSON, (("X-Model-Pipeline", pipeline.name),))
 
     def _by_name(self, snapshot: Snapshot, model_type: str, raw_query: str, weight: bool) -> Reply:
@@ -202,6 +208,10 @@ class Service:
             return self._zip(snapshot, entry, None)
         if entry.weight_file is None:
             raise NotFound(f"model {path} has no weight file (only linear and curve-fit trainers have one)")
+        if not entry.kepler_weights:
+            raise NotFound(f"model {path} is not served as Kepler weights: "
+                           f"{entry.metadata.get('kepler_weights_reason') or 'a curve fit over several features'}")
+        # The plain component map: 0.7.11 decodes nothing else, 0.7.12 names the model after the URL.
         return Reply(200, entry.weight_file, JSON, _model_headers(entry, None))
 
     def _report(self, snapshot: Snapshot, name: str) -> Reply:
@@ -301,6 +311,7 @@ def _short_criteria(output_type: str, params: Mapping[str, str], weight: bool) -
         trainer=_name_param(params, "trainer-name", "") or None,
         weight=weight, conditions=parse_filter(params.get("filter", "")),
         node_type=_int_param(params, "node-type", -1),
+        trainer_from_answer=False,  # an init URL named AbsPower.json tells Kepler no trainer
     )
 
 
@@ -372,8 +383,9 @@ def build_router(service_of: Callable[[Request], Service]) -> APIRouter:
     async def post_model(request: Request, body: Annotated[ModelRequest, Body()]) -> Response:
         return to_response(service_of(request).answer_model_request(body))
 
-    @router.get("/best-models", responses=ERRORS, response_model=dict[str, dict[str, str]],
-                summary="The lowest-MAE model name per output type and feature group")
+    @router.get("/best-models", responses=ERRORS, response_model=dict[str, dict[str, Any]],
+                summary="The lowest-MAE model name per output type and feature group; under kepler_weights, "
+                        "the best each group has that Kepler runs from weights (null: sidecar only)")
     async def get_best_models(request: Request, energy_source: Source = None, output_type: OutputType = None,
                               feature_group: Group = None, node_type: NodeTypeQ = None, filter: FilterQ = None,
                               pipeline_name: PipelineQ = None) -> Response:

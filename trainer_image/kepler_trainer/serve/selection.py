@@ -23,7 +23,7 @@ from typing import Any
 
 from .catalog import ModelEntry, NodeType, Pipeline
 from .errors import InvalidRequest, NoMatchingModel
-from .schema import FEATURE_PATTERN, WEIGHT_TRAINERS
+from .schema import CURVE_TRAINERS, FEATURE_PATTERN, SYSTEM_FEATURES, WEIGHT_TRAINERS
 
 SIMILARITY_WEIGHTS = {"processor": 5.0, "cores": 1.0, "chips": 1.0, "memory": 0.5, "frequency": 0.5}
 """Upstream's loose node-type search weights; the score is their weighted sum over 8."""
@@ -63,6 +63,10 @@ class Criteria:
     node_type: int = -1
     spec: Mapping[str, Any] | None = None
     loose: bool = True
+    # Who reads the weights (docs/contracts.md, "Kepler compatibility"): Kepler 0.7.11 (a request without
+    # machine_spec) picks its predictor from its configured trainer, not from the answer; an init URL
+    # not named after the model gives 0.7.12 no trainer either. Curve fits only go to who can tell.
+    trainer_from_answer: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,8 +133,9 @@ def eligible(models: Iterable[ModelEntry], criteria: Criteria) -> list[ModelEntr
          None if criteria.metrics is None else lambda m: m.features <= criteria.metrics),
         (f"trainer {criteria.trainer!r}",
          None if not criteria.trainer else lambda m: criteria.trainer in (m.trainer, m.model_name)),
-        ("a weight file (trainers " + ", ".join(sorted(WEIGHT_TRAINERS)) + ")",
-         None if not criteria.weight else lambda m: m.weight_answer is not None and m.trainer in WEIGHT_TRAINERS),
+        ("weights Kepler evaluates as we do (trainers " + ", ".join(sorted(WEIGHT_TRAINERS)) + "; curve fits "
+         "over one feature, for a request of that one feature and a Kepler that knows the trainer)",
+         None if not criteria.weight else lambda m: kepler_weights_for(m, criteria)),
         ("the zip archive", None if criteria.weight else lambda m: m.zip_rel is not None),
         ("the filter", None if not criteria.conditions else lambda m: all(c.accepts(m) for c in criteria.conditions)),
     )
@@ -142,6 +147,22 @@ def eligible(models: Iterable[ModelEntry], criteria: Criteria) -> list[ModelEntr
         if not remaining:
             raise NoMatchingModel(f"no model with {what}")
     return remaining
+
+
+def kepler_weights_for(entry: ModelEntry, criteria: Criteria) -> bool:
+    """Kepler's regressor, asking this, computes the entry's power as we do.
+
+    A curve fit is evaluated on `x[0]`, the first of Kepler's own metrics: right only when the
+    request's metrics (Kepler's list plus its system features) hold the model's one feature alone.
+    Kepler takes the predictor kind from the answer's model_name (0.7.12) or else from its configured
+    trainer, so a curve fit goes to an old-shape request only when that trainer was asked for."""
+    if not entry.kepler_weights:
+        return False
+    if entry.trainer not in CURVE_TRAINERS:
+        return True
+    if criteria.metrics is not None and criteria.metrics - SYSTEM_FEATURES != entry.features:
+        return False
+    return criteria.trainer_from_answer or criteria.trainer == entry.trainer
 
 
 def best(models: Sequence[ModelEntry]) -> ModelEntry:
@@ -208,7 +229,27 @@ def jaccard(a: str, b: str) -> float:
 def best_models(pipeline: Pipeline, source: str, output_types: Sequence[str], feature_group: str | None,
                 node_type: int, conditions: tuple[Condition, ...]) -> dict[str, dict[str, str]]:
     """`{output_type: {feature_group: model_name}}`, lowest MAE, strict node type (no fallback)."""
-    answer: dict[str, dict[str, str]] = {}
+    groups = _groups(pipeline, source, output_types, feature_group, node_type, conditions)
+    return {ot: {g: best(ms).model_name for g, ms in sorted(by_group.items())} for ot, by_group in groups.items()}
+
+
+def best_kepler_weights(pipeline: Pipeline, source: str, output_types: Sequence[str], feature_group: str | None,
+                        node_type: int, conditions: tuple[Condition, ...]) -> dict[str, dict[str, str | None]]:
+    """`{output_type: {feature_group: model_name or None}}`: the lowest-MAE model of each group that
+    Kepler's regressor runs from weights (None: only the estimator sidecar can run this group's models)."""
+    groups = _groups(pipeline, source, output_types, feature_group, node_type, conditions)
+    answer: dict[str, dict[str, str | None]] = {}
+    for output_type, by_group in groups.items():
+        answer[output_type] = {}
+        for group, ms in sorted(by_group.items()):
+            loadable = [m for m in ms if m.kepler_weights]
+            answer[output_type][group] = best(loadable).model_name if loadable else None
+    return answer
+
+
+def _groups(pipeline: Pipeline, source: str, output_types: Sequence[str], feature_group: str | None,
+            node_type: int, conditions: tuple[Condition, ...]) -> dict[str, dict[str, list[ModelEntry]]]:
+    answer: dict[str, dict[str, list[ModelEntry]]] = {}
     for output_type in output_types:
         groups: dict[str, list[ModelEntry]] = {}
         for m in pipeline.models:
@@ -217,7 +258,7 @@ def best_models(pipeline: Pipeline, source: str, output_types: Sequence[str], fe
                     and node_type in (-1, m.node_type)
                     and all(c.accepts(m) for c in conditions)):
                 groups.setdefault(m.feature_group, []).append(m)
-        answer[output_type] = {g: best(ms).model_name for g, ms in sorted(groups.items())}
+        answer[output_type] = groups
     return answer
 
 

@@ -1,0 +1,3 @@
+module github.com/shirou/gopsutil
+
+go 1.19
