@@ -50,6 +50,7 @@ EXIT_CODES: dict[int, str] = {
     9: "PrometheusQueryFailed",
     10: "AccuracyGateFailed",
     11: "ModelNotFound",
+    12: "OutputNotWritable",
 }
 """The trainer's exit code -> reason (docs/contracts.md)."""
 

@@ -20,6 +20,7 @@ from .features import DEFAULT_FEATURE_GROUPS, FEATURE_GROUPS, PIPELINE_NAME, ene
 # The scientific stack (pandas, scikit-learn, skops, scipy) takes seconds to import on a busy node:
 # commands import what they use, so `--help`, usage errors and `serve` start at once.
 if TYPE_CHECKING:
+    from .checks import InputReport
     from .data import QueryResult
     from .pipeline import Trained, TrainSettings
 
@@ -88,6 +89,26 @@ def _load_inputs(args, progress: Progress) -> "QueryResult":
     return merged
 
 
+def _load_checked(args, progress: Progress) -> tuple["QueryResult", "InputReport"]:
+    """The inputs with bad counter samples dropped and repeated series merged (checks.py)."""
+    from .checks import check_input
+
+    result, report = check_input(_load_inputs(args, progress))
+    if report.dropped or report.repeated_series:
+        progress.stage(f"input checks: {report.dropped:,} bad samples dropped, "
+                       f"{report.repeated_series:,} repeated series merged")
+    return result, report
+
+
+def _preflight(args, output: Path, what: str) -> None:
+    """Everything that can be refused before the inputs are read: options, machine spec, output."""
+    from .preflight import check_output_folder, check_train_options
+
+    check_train_options(args)
+    _machine_spec(args)
+    check_output_folder(output, what)
+
+
 def _input_paths(args) -> list[Path]:
     """The `-i` files, resolved (and checked) before anything slow happens."""
     from . import promjson
@@ -120,17 +141,13 @@ def _profiles(args, sources) -> dict[str, dict]:
 
 
 def _machine_spec(args) -> dict | None:
-    if not args.machine_spec:
-        return None
-    try:
-        spec = json.loads(Path(args.machine_spec).read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read machine spec {args.machine_spec}: {exc}") from None
-    return spec.get("attrs", spec)
+    from .preflight import machine_spec
+
+    return machine_spec(args.machine_spec)
 
 
 def _pipeline_name(args) -> str:
-    name = args.pipeline_name or DEFAULT_PIPELINE
+    name = DEFAULT_PIPELINE if args.pipeline_name is None else args.pipeline_name  # "" is not the default
     if not PIPELINE_NAME.fullmatch(name):
         raise ConfigError(f"invalid pipeline name {name!r}: letters, digits, '.', '_', '-' (not first), at most 128")
     return name
@@ -151,7 +168,10 @@ def _settings(args, sources, groups, abs_trainers, dyn_trainers, profiles=None) 
 
 def cmd_train(args, progress: Progress) -> dict:
     _input_paths(args)
+    _pipeline_name(args)
+    _preflight(args, _model_path(args), "model path")
     from .extract import extract
+    from .preflight import output_errors
     from .pipeline import run
     from .trainers import trainer_names
 
@@ -160,14 +180,17 @@ def cmd_train(args, progress: Progress) -> dict:
     abs_trainers, dyn_trainers = trainer_names(args.abs_trainers), trainer_names(args.dyn_trainers)
     if args.isolator == "profile" and not args.profile:
         raise ConfigError("--isolator profile needs --profile IDLE_QUERY_OUTPUT")
-    result = _load_inputs(args, progress)
+    result, report = _load_checked(args, progress)
     progress.stage(f"extracting features ({result.sample_count:,} samples)")
-    extracted = extract(result, sources)
+    extracted = extract(result, sources, report=report)
     del result
     settings = _settings(args, sources, groups, abs_trainers, dyn_trainers, _profiles(args, sources))
+    settings.input_checks = report.as_dict()
     progress.stage("training")
     fits = len(groups) * len(sources) * (len(abs_trainers) + len(dyn_trainers))
-    summary = run(extracted, settings, _model_path(args), progress.counter(fits))
+    with output_errors(_model_path(args)):
+        summary = run(extracted, settings, _model_path(args), progress.counter(fits))
+    summary["input_checks"] = settings.input_checks
     results = summary.pop("results")
     progress.stage(f"published {summary['path']} ({summary['models']} models, {summary['skipped']} skipped)")
     _print_best(results)
@@ -190,12 +213,13 @@ def _print_best(results: list[Trained]) -> None:
 
 def cmd_estimate(args, progress: Progress) -> dict:
     _input_paths(args)
+    _preflight(args, _data_path(args) / args.output, "output folder")
     from .estimate import choose_model, estimate, write_outputs
     from .extract import extract
 
     source = _sources(args)[0]
-    result = _load_inputs(args, progress)
-    extracted = extract(result, [source], require_power=False)
+    result, report = _load_checked(args, progress)
+    extracted = extract(result, [source], require_power=False, report=report)
     choice = choose_model(_model_path(args), args.pipeline_name, source.name, output_type(args.output_type),
                           args.feature_group or None, args.model_name, extracted.available_features)
     progress.stage(f"estimating with {choice.pipeline.name}/{choice.describe()['path']}")
@@ -208,7 +232,7 @@ def cmd_estimate(args, progress: Progress) -> dict:
     for component, entry in summary["components"].items():
         mae = "" if entry["mae"] is None else f", mae {entry['mae']:.3f} W"
         print(f"  {component:<9} {entry['energy_joules']:12.1f} J, mean {entry['mean_power_watts']:8.3f} W{mae}")
-    return {"result": str(csv), "model": choice.describe(), **summary}
+    return {"result": str(csv), "model": choice.describe(), **summary, "input_checks": report.as_dict()}
 
 
 def cmd_train_from_data(args, progress: Progress) -> dict:
@@ -219,6 +243,8 @@ def cmd_train_from_data(args, progress: Progress) -> dict:
     from .pipeline import MIN_ROWS, Table, train_and_publish
     from .trainers import trainer_names
 
+    _pipeline_name(args)
+    _preflight(args, _model_path(args), "model path")
     source = _sources(args)[0]
     ot = output_type(args.output_type)
     group = args.feature_group

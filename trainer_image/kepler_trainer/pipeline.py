@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import math
 import os
 import warnings
 import shutil
@@ -55,6 +56,7 @@ class TrainSettings:
     machine_spec: dict | None = None
     n_jobs: int = 2
     arguments: dict = field(default_factory=dict)
+    input_checks: dict = field(default_factory=dict)  # checks.InputReport of the inputs
 
 
 @dataclass
@@ -167,6 +169,8 @@ def fit_and_score(table: Table, trainer: str, settings: TrainSettings, folder: P
         return [Trained(t, trainer, reason=str(exc)) for t in (table, *derived)]
     fit_warnings = sorted({f"{w.category.__name__}: {str(w.message).split('.')[0]}" for w in caught})
     first = _score(table, trainer, model, held_out, train_rows, settings)
+    if not _finite_errors(first.metrics):  # an overflowing fit: never published as a model
+        return [Trained(t, trainer, reason="the fit's held-out error is not a finite number") for t in (table, *derived)]
     first.metadata["fit_warnings"] = fit_warnings
     results = [first]
     if folder is not None:
@@ -179,6 +183,10 @@ def fit_and_score(table: Table, trainer: str, settings: TrainSettings, folder: P
                        same_regressors=_model_folder(folder, first))
         results.append(result)
     return results
+
+
+def _finite_errors(metrics: dict) -> bool:
+    return all(math.isfinite(v) and v >= 0 for k, v in metrics.items() if k == "mae" or k.endswith("_mae"))
 
 
 def plan_jobs(tables: list[Table], settings: TrainSettings) -> list[tuple[Table, str, list[Table]]]:
@@ -356,6 +364,7 @@ def write_pipeline(folder: Path, previous: Path | None, results: list[Trained], 
         "idle_power": {f"{t.source}/{t.group}": t.idle for t in tables if t.output_type is OutputType.DYN},
         "evaluation": {"split": settings.split, "test_size": settings.test_size, "seed": settings.seed},
         "max_mae": settings.max_mae,
+        "input_checks": settings.input_checks,
         "skipped": skipped_groups + [
             {"energy_source": r.table.source, "output_type": r.table.output_type.value,
              "feature_group": r.table.group, "trainer": r.trainer, "reason": r.reason}
