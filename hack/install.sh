@@ -23,6 +23,7 @@ need=()
 command -v prometheus >/dev/null && command -v promtool >/dev/null || need+=(prometheus)
 command -v nginx >/dev/null || need+=(nginx-light)
 command -v wrk >/dev/null || need+=(wrk)
+command -v strace >/dev/null || need+=(strace)  # kills the trainer at a chosen rename (test_cli_publishing)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}" >&2
   apt-get update -q >/dev/null

@@ -23,12 +23,12 @@ from typing import Callable, Iterable
 import pandas as pd
 from joblib import Parallel, delayed
 
-from . import evaluate, machine
+from . import evaluate, machine, workers
 from .errors import AccuracyGateError, TooFewSamplesError
 from .extract import Extracted
 from .features import EnergySource, OutputType, main_feature, resolve_group
 from .isolate import make_isolator
-from .persist import save_model, write_json, zip_folder
+from .persist import copy_tree, save_model, write_json, zip_folder
 from .trainers import TRAINERS, PowerModel, TrainerSkipped, fresh
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -212,11 +212,16 @@ def train(tables: list[Table], settings: TrainSettings, folder: Path | None = No
     jobs.sort(key=lambda job: -len(job[0].data) * TRAINERS[job[1]].relative_cost)
     backend = "loky" if settings.n_jobs > 1 and len(jobs) > 1 else "sequential"
     results = []
-    with Parallel(n_jobs=settings.n_jobs, backend=backend, return_as="generator_unordered") as runner:
-        for batch in runner(delayed(fit_and_score)(t, name, settings, folder, derived) for t, name, derived in jobs):
-            for result in batch:
-                progress(result)
-                results.append(result)
+    try:
+        with Parallel(n_jobs=settings.n_jobs, backend=backend, return_as="generator_unordered") as runner:
+            fit = delayed(workers.child_of(os.getpid(), fit_and_score))
+            for batch in runner(fit(t, name, settings, folder, derived) for t, name, derived in jobs):
+                for result in batch:
+                    progress(result)
+                    results.append(result)
+    finally:
+        if backend == "loky":
+            workers.stop()
     return sorted(results, key=lambda r: (r.table.source, r.table.output_type.value, r.table.group, r.trainer))
 
 
@@ -316,25 +321,50 @@ def publish(model_path: Path, name: str, build: Callable[[Path, Path | None], No
     tmp.chmod(0o755)  # mkdtemp makes it private; the model server reads it as another user
     try:
         build(tmp, final if final.is_dir() else None)
-        archive_tmp = model_path / f".tmp-{name}-{os.getpid()}.zip"
-        zip_folder(tmp, archive_tmp)
+        zip_folder(tmp, tmp / f"{name}.zip", exclude=frozenset({f"{name}.zip"}))  # issue 13: one version
         swap_into_place(tmp, final)
-        os.replace(archive_tmp, model_path / f"{name}.zip")
+        link_archive(model_path, name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        (model_path / f".tmp-{name}-{os.getpid()}.zip").unlink(missing_ok=True)
+        (model_path / f".tmp-{name}-{os.getpid()}.link").unlink(missing_ok=True)
     return final
 
 
+def link_archive(model_path: Path, name: str) -> None:
+    """`<name>.zip` as a symlink to `<name>/<name>.zip`, the archive inside the folder: the folder and
+    its archive are swapped by one rename, so they are always the same version, even after a kill."""
+    link, target = model_path / f"{name}.zip", f"{name}/{name}.zip"
+    try:
+        if os.readlink(link) == target:
+            return
+    except OSError:  # absent, or a regular file (the layout before issue 13)
+        pass
+    tmp = model_path / f".tmp-{name}-{os.getpid()}.link"
+    tmp.unlink(missing_ok=True)
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+
+
 def carry_over(folder: Path, previous: Path | None, tables: list[Table]) -> None:
-    """Copy from the previous version the model groups this run does not retrain."""
+    """Copy from the previous version the model groups this run does not retrain. Nothing is followed
+    through a symlink (a planted link must not copy outside files into the new version)."""
     if previous is None:
         return
     retrained = {(t.source, t.output_type.value, t.group) for t in tables}
-    for group_dir in previous.glob("*/*/*"):
-        key = tuple(group_dir.relative_to(previous).parts)
-        if group_dir.is_dir() and key[1] in ("AbsPower", "DynPower") and key not in retrained:
-            shutil.copytree(group_dir, folder / group_dir.relative_to(previous))
+    left = 0
+    for key in _group_folders(previous):
+        if key[1] in ("AbsPower", "DynPower") and key not in retrained:
+            left += copy_tree(previous.joinpath(*key), folder.joinpath(*key))
+    if left:
+        warnings.warn(f"carry-over left {left} symlink(s) or special file(s) of {previous} behind")
+
+
+def _group_folders(previous: Path) -> list[tuple[str, str, str]]:
+    """(source, output type, group) of every real folder three levels down; no symlink followed."""
+    def real_dirs(path: Path) -> list[str]:
+        with os.scandir(path) as entries:
+            return sorted(e.name for e in entries if e.is_dir(follow_symlinks=False))
+    return [(s, o, g) for s in real_dirs(previous) for o in real_dirs(previous / s) for g in real_dirs(previous / s / o)]
 
 
 def write_pipeline(folder: Path, previous: Path | None, results: list[Trained], tables: list[Table],
