@@ -181,3 +181,24 @@ def test_a_full_volume_is_refused_before_training(tmp_path):
                             "-i", str(REAL), *ONE_FIT, "--data-path", str(tmp_path))
     assert run.returncode == 12, run.stderr
     assert "MiB free" in run.stderr and len(run.stderr.strip().splitlines()) == 1
+
+
+NX12 = REAL.parents[1] / "nx12" / "preprocess_abs_default_rapl_CounterOnly.csv"
+
+
+@pytest.mark.parametrize("rows, code", [(slice(0, 20), 0), (slice(0, None), 3)], ids=["a-few-rows", "every-row"])
+def test_a_table_with_huge_and_infinite_values(tmp_path, rows, code):
+    table = pd.read_csv(NX12)
+    table.loc[table.index[rows], "cpu_cycles"] = 1e308
+    table.loc[table.index[rows][::2], "package_power"] = np.inf
+    table.to_csv(tmp_path / "table.csv", index=False)
+    log = tmp_path / "termination.json"
+    run = kepler_model("train_from_data", "-i", str(tmp_path / "table.csv"), "-p", "t", "-e", "rapl", "-ot", "AbsPower",
+                       "-fg", "CounterOnly", "--trainers", "LinearRegression", "--data-path", str(tmp_path),
+                       "--termination-log", str(log))
+    if code:
+        refused(run, json.loads(log.read_text()), code, "the table is refused")
+    else:
+        assert run.returncode == 0, run.stderr
+        meta = json.loads((tmp_path / "models/t/rapl-sysfs/AbsPower/CounterOnly/LinearRegressionTrainer_1/metadata.json").read_text())
+        assert 0 <= meta["mae"] < 50

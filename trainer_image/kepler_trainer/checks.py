@@ -137,3 +137,20 @@ def drop_absurd_power(frame, columns: list[str], report: InputReport | None):
     if report is not None:
         report.absurd_power_rows += int((~sane).sum())
     return frame[sane].reset_index(drop=True)
+
+
+def check_table(data, features: list[str], power: list[str], path: object):
+    """A preprocessed table (train_from_data) without rows of non-numeric, non-finite or impossible
+    values (features outside [0, MAX_COUNTER], power outside [0, MAX_NODE_WATTS]); InputError when
+    more than MAX_BAD_FRACTION of the rows are such."""
+    import pandas as pd
+
+    numbers = data[features + power].apply(pd.to_numeric, errors="coerce")
+    values = numbers.to_numpy(float)
+    limits = np.array([MAX_COUNTER] * len(features) + [MAX_NODE_WATTS] * len(power))
+    sane = (np.isfinite(values) & (values >= 0) & (values <= limits)).all(axis=1)
+    bad = int((~sane).sum())
+    if bad > MAX_BAD_FRACTION * len(data):
+        raise InputError(f"{path}: {bad:,} of {len(data):,} rows hold a value that is not a finite number in "
+                         f"range (features 0..2^64, power 0..{MAX_NODE_WATTS:,.0f} W): the table is refused")
+    return data.assign(**{c: numbers[c] for c in features + power})[sane]

@@ -131,12 +131,13 @@ def _feature_groups(args, available: set[str] | None = None) -> list[str]:
 
 def _profiles(args, sources) -> dict[str, dict]:
     from . import promjson
+    from .checks import check_input
     from .extract import node_power
     from .isolate import idle_profile
 
     if not args.profile:
         return {}
-    idle = promjson.load(promjson.resolve_input(args.profile, _data_path(args)))
+    idle, _ = check_input(promjson.load(promjson.resolve_input(args.profile, _data_path(args))))
     return {s.name: idle_profile(node_power(idle, s)) for s in sources}
 
 
@@ -239,6 +240,7 @@ def cmd_train_from_data(args, progress: Progress) -> dict:
     import pandas as pd
 
     from . import promjson
+    from .checks import check_table
     from .features import OutputType
     from .pipeline import MIN_ROWS, Table, train_and_publish
     from .trainers import trainer_names
@@ -263,6 +265,7 @@ def cmd_train_from_data(args, progress: Progress) -> dict:
                       and not c.startswith(("Unnamed", "packge_ratio", "package_ratio")) and c != "")
     if not features:
         raise InputError(f"{path}: no feature column")
+    data = check_table(data, features, power, path)
     if "timestamp" in data:
         data = data.sort_values("timestamp", kind="stable")
     node_types = sorted(data["node_type"].dropna().astype(int).unique()) if "node_type" in data else [args.node_type]

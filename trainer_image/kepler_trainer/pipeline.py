@@ -326,7 +326,7 @@ def publish(model_path: Path, name: str, build: Callable[[Path, Path | None], No
         link_archive(model_path, name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        (model_path / f".tmp-{name}-{os.getpid()}.link").unlink(missing_ok=True)
+        (model_path / f".tmp-{name}-{os.getpid()}-link").unlink(missing_ok=True)
     return final
 
 
@@ -339,7 +339,7 @@ def link_archive(model_path: Path, name: str) -> None:
             return
     except OSError:  # absent, or a regular file (the layout before issue 13)
         pass
-    tmp = model_path / f".tmp-{name}-{os.getpid()}.link"
+    tmp = model_path / f".tmp-{name}-{os.getpid()}-link"
     tmp.unlink(missing_ok=True)
     os.symlink(target, tmp)
     os.replace(tmp, link)
