@@ -29,6 +29,7 @@ command -v wrk >/dev/null || need+=(wrk)
 command -v chromium >/dev/null || need+=(chromium fonts-dejavu-core)
 # Kepler's own Go model code is compiled by the conformance tier (tests/conformance; bookworm: Go 1.19)
 command -v go >/dev/null || need+=(golang-go)
+command -v strace >/dev/null || need+=(strace)  # kills the trainer at a chosen rename (test_cli_publishing)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}" >&2
   apt-get update -q >/dev/null

@@ -63,6 +63,7 @@ EXIT_CODES: dict[int, str] = {
     10: "AccuracyGateFailed",
     11: "ModelNotFound",
     12: "PipelineLocked",
+    13: "OutputNotWritable",
 }
 """The trainer's exit code -> reason (docs/contracts.md)."""
 

@@ -20,6 +20,7 @@ from .features import DEFAULT_FEATURE_GROUPS, FEATURE_GROUPS, energy_source, out
 # The scientific stack (pandas, scikit-learn, skops, scipy) takes seconds to import on a busy node:
 # commands import what they use, so `--help`, usage errors and `serve` start at once.
 if TYPE_CHECKING:
+    from .checks import InputReport
     from .data import QueryResult
     from .pipeline import Trained, TrainSettings
 
@@ -88,6 +89,26 @@ def _load_inputs(args, progress: Progress) -> "QueryResult":
     return merged
 
 
+def _load_checked(args, progress: Progress) -> tuple["QueryResult", "InputReport"]:
+    """The inputs with bad counter samples dropped and repeated series merged (checks.py)."""
+    from .checks import check_input
+
+    result, checks = check_input(_load_inputs(args, progress))
+    if checks.dropped or checks.repeated_series:
+        progress.stage(f"input checks: {checks.dropped:,} bad samples dropped, "
+                       f"{checks.repeated_series:,} repeated series merged")
+    return result, checks
+
+
+def _preflight(args, output: Path, what: str) -> None:
+    """Everything that can be refused before the inputs are read: options, machine spec, output."""
+    from .preflight import check_output_folder, check_train_options
+
+    check_train_options(args)
+    _machine_spec(args)
+    check_output_folder(output, what)
+
+
 def _input_paths(args) -> list[Path]:
     """The `-i` files, resolved (and checked) before anything slow happens."""
     from . import promjson
@@ -110,15 +131,17 @@ def _feature_groups(args, available: set[str] | None = None) -> list[str]:
 
 def _profiles(args, sources) -> dict[str, dict]:
     from . import promjson
+    from .checks import check_input
     from .extract import node_power
     from .isolate import idle_profile
 
     if args.profile_start_time is not None:
-        idle = _idle_window(args)
+        raw = _idle_window(args)
     elif args.profile:
-        idle = promjson.load(promjson.resolve_input(args.profile, _data_path(args)))
+        raw = promjson.load(promjson.resolve_input(args.profile, _data_path(args)))
     else:
         return {}
+    idle, _ = check_input(raw)  # the idle profile is held to the same sample checks as the training data
     return {s.name: idle_profile(node_power(idle, s)) for s in sources}
 
 
@@ -135,17 +158,13 @@ def _idle_window(args) -> "QueryResult":
 
 
 def _machine_spec(args) -> dict | None:
-    if not args.machine_spec:
-        return None
-    try:
-        spec = json.loads(Path(args.machine_spec).read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read machine spec {args.machine_spec}: {exc}") from None
-    return spec.get("attrs", spec)
+    from .preflight import machine_spec
+
+    return machine_spec(args.machine_spec)
 
 
 def _pipeline_name(args) -> str:
-    name = DEFAULT_PIPELINE if args.pipeline_name is None else args.pipeline_name
+    name = DEFAULT_PIPELINE if args.pipeline_name is None else args.pipeline_name  # "" is not the default
     problem = pipeline_name_problem(name)
     if problem:
         raise ConfigError(f"invalid pipeline name {name!r}: {problem}")
@@ -168,7 +187,10 @@ def _settings(args, sources, groups, abs_trainers, dyn_trainers, profiles=None) 
 
 def cmd_train(args, progress: Progress) -> dict:
     _input_paths(args)
+    _pipeline_name(args)
+    _preflight(args, _model_path(args), "model path")
     from .extract import extract
+    from .preflight import output_errors
     from .pipeline import run
     from .trainers import trainer_names
 
@@ -177,14 +199,17 @@ def cmd_train(args, progress: Progress) -> dict:
     abs_trainers, dyn_trainers = trainer_names(args.abs_trainers), trainer_names(args.dyn_trainers)
     if args.isolator == "profile" and not args.profile and args.profile_start_time is None:
         raise ConfigError("--isolator profile needs --profile IDLE_QUERY_OUTPUT or --profile-start-time/-end-time")
-    result = _load_inputs(args, progress)
+    result, checks = _load_checked(args, progress)
     progress.stage(f"extracting features ({result.sample_count:,} samples)")
-    extracted = extract(result, sources)
+    extracted = extract(result, sources, report=checks)
     del result
     settings = _settings(args, sources, groups, abs_trainers, dyn_trainers, _profiles(args, sources))
+    settings.input_checks = checks.as_dict()
     progress.stage("training")
     fits = len(groups) * len(sources) * (len(abs_trainers) + len(dyn_trainers))
-    summary = run(extracted, settings, _model_path(args), progress.counter(fits))
+    with output_errors(_model_path(args)):
+        summary = run(extracted, settings, _model_path(args), progress.counter(fits))
+    summary["input_checks"] = settings.input_checks
     results = summary.pop("results")
     progress.stage(f"published {summary['path']} ({summary['models']} models, {summary['skipped']} skipped)")
     _print_best(results)
@@ -207,12 +232,13 @@ def _print_best(results: list[Trained]) -> None:
 
 def cmd_estimate(args, progress: Progress) -> dict:
     _input_paths(args)
+    _preflight(args, _data_path(args) / args.output, "output folder")
     from .estimate import choose_model, estimate, write_outputs
     from .extract import extract
 
     source = _sources(args)[0]
-    result = _load_inputs(args, progress)
-    extracted = extract(result, [source], require_power=False)
+    result, checks = _load_checked(args, progress)
+    extracted = extract(result, [source], require_power=False, report=checks)
     choice = choose_model(_model_path(args), args.pipeline_name, source.name, output_type(args.output_type),
                           args.feature_group or None, args.model_name, extracted.available_features)
     progress.stage(f"estimating with {choice.pipeline.name}/{choice.describe()['path']}")
@@ -230,17 +256,21 @@ def cmd_estimate(args, progress: Progress) -> dict:
     for component, entry in summary["components"].items():
         mae = "" if entry["mae"] is None else f", mae {entry['mae']:.3f} W"
         print(f"  {component:<9} {entry['energy_joules']:12.1f} J, mean {entry['mean_power_watts']:8.3f} W{mae}")
-    return {"result": str(csv), "report": str(page), "model": choice.describe(), **summary}
+    return {"result": str(csv), "report": str(page), "model": choice.describe(), **summary,
+            "input_checks": checks.as_dict()}
 
 
 def cmd_train_from_data(args, progress: Progress) -> dict:
     import pandas as pd
 
     from . import promjson
+    from .checks import check_table
     from .features import OutputType
     from .pipeline import MIN_ROWS, Table, train_and_publish
     from .trainers import trainer_names
 
+    _pipeline_name(args)
+    _preflight(args, _model_path(args), "model path")
     source = _sources(args)[0]
     ot = output_type(args.output_type)
     group = args.feature_group
@@ -259,6 +289,7 @@ def cmd_train_from_data(args, progress: Progress) -> dict:
                       and not c.startswith(("Unnamed", "packge_ratio", "package_ratio")) and c != "")
     if not features:
         raise InputError(f"{path}: no feature column")
+    data = check_table(data, features, power, path)
     if "timestamp" in data:
         data = data.sort_values("timestamp", kind="stable")
     node_types = sorted(data["node_type"].dropna().astype(int).unique()) if "node_type" in data else [args.node_type]

@@ -15,6 +15,13 @@ class KeplerModelError(Exception):
     reason = "Error"
 
 
+class UsageError(KeplerModelError):
+    """An option's value is out of its range (found after argparse, before anything slow)."""
+
+    exit_code = 2
+    reason = "UsageError"
+
+
 class InputError(KeplerModelError):
     """An input file is missing, unreadable, or not in the expected format."""
 
@@ -85,12 +92,19 @@ class PipelineLockedError(KeplerModelError):
     reason = "PipelineLocked"
 
 
+class OutputError(KeplerModelError):
+    """The model or data path cannot take the output: not a folder, read-only, or full."""
+
+    exit_code = 13
+    reason = "OutputNotWritable"
+
+
 EXIT_CODES: dict[int, str] = {
     cls.exit_code: cls.reason
     for cls in (
         KeplerModelError, InputError, NoKeplerMetricsError, NoPowerMetricsError, TooFewSamplesError,
         ConfigError, PrometheusUnreachableError, PrometheusQueryError, AccuracyGateError,
-        ModelNotFoundError, PipelineLockedError,
+        ModelNotFoundError, PipelineLockedError, UsageError, OutputError,
     )
 }
-"""Exit code -> reason, for the operator and the docs (2 is argparse's usage error)."""
+"""Exit code -> reason, for the operator and the docs (argparse also exits 2 on its own usage errors)."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .checks import InputReport, drop_absurd_power
 from .data import QueryResult, Series
 from .errors import NoKeplerMetricsError, NoPowerMetricsError
 from .features import CONTAINER_PREFIX, NODE_PREFIX, EnergySource, power_column, source_labels
@@ -32,7 +33,9 @@ def counter_rates(series: Series) -> tuple[np.ndarray, np.ndarray]:
     dt, dv = np.diff(ts), np.diff(vs)
     dv = np.where(dv < 0, vs[1:], dv)
     ok = (dt > 0) & np.isfinite(dv)
-    return ts[1:][ok], dv[ok] / dt[ok]
+    rates = dv[ok] / dt[ok]
+    finite = np.isfinite(rates)  # a step over a tiny interval can overflow
+    return (ts[1:][ok], rates) if finite.all() else (ts[1:][ok][finite], rates[finite])
 
 
 def _instance(labels) -> str:
@@ -150,8 +153,9 @@ def _smooth(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 
 
 def extract(result: QueryResult, sources: list[EnergySource], *, require_power: bool = True,
-            exclude_containers: frozenset[str] = frozenset()) -> Extracted:
-    """Turn a query result into per-node feature sums and per-source power."""
+            exclude_containers: frozenset[str] = frozenset(), report: InputReport | None = None) -> Extracted:
+    """Turn a query result into per-node feature sums and per-source power (rows of impossible power
+    dropped, and counted in `report`)."""
     features = workload_features(result, exclude_containers)
     if not features:
         raise NoKeplerMetricsError(
@@ -159,7 +163,8 @@ def extract(result: QueryResult, sources: list[EnergySource], *, require_power: 
     power: dict[str, pd.DataFrame] = {}
     for source in sources:
         try:
-            power[source.name] = node_power(result, source)
+            frame = node_power(result, source)
+            power[source.name] = drop_absurd_power(frame, [power_column(c) for c in source.components], report)
         except NoPowerMetricsError:
             if require_power:
                 raise

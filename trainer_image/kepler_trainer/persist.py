@@ -9,10 +9,12 @@ is on a short allow-list, so a tampered file cannot run code.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
 import shutil
+import stat
 import zipfile
 from pathlib import Path
 
@@ -200,17 +202,57 @@ def skops_bytes(obj) -> bytes:
     return buffer.getvalue()
 
 
-def zip_folder(folder: Path, target: Path) -> None:
-    """A deterministic zip (sorted names, fixed timestamps) of the folder's files, paths kept.
+def zip_folder(folder: Path, target: Path, exclude: frozenset[str] = frozenset()) -> None:
+    """A deterministic zip (sorted names, fixed timestamps) of the folder's regular files, paths kept.
 
     Members that are archives already (model zips inside a pipeline zip) are stored, not deflated again.
+    Symlinks and special files are left out (a planted link must not pull outside files into the zip);
+    so are the relative paths in `exclude`.
     """
     with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            info = zipfile.ZipInfo(str(path.relative_to(folder)), date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_STORED if path.suffix == ".zip" else zipfile.ZIP_DEFLATED
+        for rel in sorted(set(regular_files(folder)) - exclude, key=lambda r: r.split("/")):  # as Path order
+            info = zipfile.ZipInfo(rel, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_STORED if rel.endswith(".zip") else zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
-            archive.writestr(info, path.read_bytes(), compresslevel=1)  # a ZipInfo ignores the archive's level
+            archive.writestr(info, read_regular(folder / rel), compresslevel=1)  # a ZipInfo ignores the archive's level
+
+
+# -- trees that may hold planted links ----------------------------------------------------------------
+
+def regular_files(folder: Path) -> list[str]:
+    """Relative paths of the regular files under `folder`, never through a symlink."""
+    found = []
+    for top, dirs, files in os.walk(folder):  # os.walk does not descend into symlinked folders
+        base = Path(top)
+        dirs[:] = [d for d in dirs if not (base / d).is_symlink()]
+        found.extend(str((base / f).relative_to(folder)) for f in files
+                     if stat.S_ISREG(os.lstat(base / f).st_mode))
+    return found
+
+
+def read_regular(path: Path) -> bytes:
+    """A file's bytes, refusing (OSError) a symlink or a special file swapped in since it was listed."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        return handle.read()
+
+
+def copy_tree(source: Path, target: Path) -> int:
+    """Copy the regular files and folders of `source` to `target`; symlinks and special files are left
+    behind (returns how many). Used to carry model groups over from the previous pipeline version."""
+    left = 0
+    target.mkdir(parents=True)
+    with os.scandir(source) as entries:
+        for entry in sorted(entries, key=lambda e: e.name):
+            if entry.is_dir(follow_symlinks=False):
+                left += copy_tree(Path(entry.path), target / entry.name)
+            elif entry.is_file(follow_symlinks=False):
+                (target / entry.name).write_bytes(read_regular(Path(entry.path)))
+            else:
+                left += 1
+    return left
 
 
 class LoadedModel:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import math
 import os
 import warnings
 import shutil
@@ -21,12 +22,12 @@ from typing import Callable, Iterable
 import pandas as pd
 from joblib import Parallel, delayed
 
-from . import evaluate, machine, publish_lock, report
+from . import evaluate, machine, publish_lock, report, workers
 from .errors import AccuracyGateError, TooFewSamplesError
 from .extract import Extracted
 from .features import EnergySource, OutputType, main_feature, resolve_group
 from .isolate import make_isolator
-from .persist import kepler_weights_of, save_model, write_json, zip_folder
+from .persist import copy_tree, kepler_weights_of, save_model, write_json, zip_folder
 from .trainers import TRAINERS, PowerModel, TrainerSkipped, fresh
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -55,6 +56,7 @@ class TrainSettings:
     n_jobs: int = 2
     arguments: dict = field(default_factory=dict)
     lock_timeout: float = publish_lock.DEFAULT_TIMEOUT  # seconds to wait for another run of this pipeline
+    input_checks: dict = field(default_factory=dict)  # checks.InputReport of the inputs
 
 
 @dataclass
@@ -177,6 +179,8 @@ def fit_and_score(table: Table, trainer: str, settings: TrainSettings, folder: P
         return [Trained(t, trainer, reason=str(exc)) for t in (table, *derived)]
     fit_warnings = sorted({f"{w.category.__name__}: {str(w.message).split('.')[0]}" for w in caught})
     first = _score(table, trainer, model, held_out, train_rows, settings)
+    if not _finite_errors(first.metrics):  # an overflowing fit: never published as a model
+        return [Trained(t, trainer, reason="the fit's held-out error is not a finite number") for t in (table, *derived)]
     first.metadata["fit_warnings"] = fit_warnings
     results = [first]
     if folder is not None:
@@ -189,6 +193,10 @@ def fit_and_score(table: Table, trainer: str, settings: TrainSettings, folder: P
                        same_regressors=_model_folder(folder, first))
         results.append(result)
     return results
+
+
+def _finite_errors(metrics: dict) -> bool:
+    return all(math.isfinite(v) and v >= 0 for k, v in metrics.items() if k == "mae" or k.endswith("_mae"))
 
 
 def plan_jobs(tables: list[Table], settings: TrainSettings) -> list[tuple[Table, str, list[Table]]]:
@@ -214,11 +222,16 @@ def train(tables: list[Table], settings: TrainSettings, folder: Path | None = No
     jobs.sort(key=lambda job: -len(job[0].data) * TRAINERS[job[1]].relative_cost)
     backend = "loky" if settings.n_jobs > 1 and len(jobs) > 1 else "sequential"
     results = []
-    with Parallel(n_jobs=settings.n_jobs, backend=backend, return_as="generator_unordered") as runner:
-        for batch in runner(delayed(fit_and_score)(t, name, settings, folder, derived) for t, name, derived in jobs):
-            for result in batch:
-                progress(result)
-                results.append(result)
+    try:
+        with Parallel(n_jobs=settings.n_jobs, backend=backend, return_as="generator_unordered") as runner:
+            fit = delayed(workers.child_of(os.getpid(), fit_and_score))
+            for batch in runner(fit(t, name, settings, folder, derived) for t, name, derived in jobs):
+                for result in batch:
+                    progress(result)
+                    results.append(result)
+    finally:
+        if backend == "loky":
+            workers.stop()
     return sorted(results, key=lambda r: (r.table.source, r.table.output_type.value, r.table.group, r.trainer))
 
 
@@ -300,24 +313,50 @@ def publish(model_path: Path, name: str, build: Callable[[Path, Path | None], No
     model_path.mkdir(parents=True, exist_ok=True)
     final = model_path / name
     with publish_lock.staging(model_path, name, lock_timeout) as stage:
-        tmp, archive_tmp = stage.folder, stage.archive
-        build(tmp, final if final.is_dir() else None)
-        zip_folder(tmp, archive_tmp)
-        swap_into_place(tmp, final)
-        os.replace(archive_tmp, model_path / f"{name}.zip")
+        build(stage.folder, final if final.is_dir() else None)
+        # The archive lives inside the folder: the one swap publishes folder and archive together.
+        zip_folder(stage.folder, stage.folder / f"{name}.zip", exclude=frozenset({f"{name}.zip"}))
+        swap_into_place(stage.folder, final)
+        link_archive(model_path, name, stage.archive)
     return final
 
 
+def link_archive(model_path: Path, name: str, tmp: Path) -> None:
+    """`<name>.zip` as a symlink to `<name>/<name>.zip`, the archive inside the folder: the folder and
+    its archive are swapped by one rename, so they are always the same version, even after a kill.
+    `tmp` is this run's staging name for the link (removed by the next run if this one dies)."""
+    link, target = model_path / f"{name}.zip", f"{name}/{name}.zip"
+    try:
+        if os.readlink(link) == target:
+            return
+    except OSError:  # absent, or a regular file (the layout before issue 13)
+        pass
+    tmp.unlink(missing_ok=True)
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+
+
 def carry_over(folder: Path, previous: Path | None, tables: list[Table]) -> None:
-    """Copy from the previous version the model groups this run does not retrain."""
+    """Copy from the previous version the model groups this run does not retrain. Nothing is followed
+    through a symlink (a planted link must not copy outside files into the new version)."""
     if previous is None:
         return
     retrained = {(t.source, t.output_type.value, t.group) for t in tables}
-    for group_dir in previous.glob("*/*/*"):
-        key = tuple(group_dir.relative_to(previous).parts)
-        if group_dir.is_dir() and key[1] in ("AbsPower", "DynPower") and key not in retrained:
-            shutil.copytree(group_dir, folder / group_dir.relative_to(previous))
+    left = 0
+    for key in _group_folders(previous):
+        if key[1] in ("AbsPower", "DynPower") and key not in retrained:
+            left += copy_tree(previous.joinpath(*key), folder.joinpath(*key))
             report.carry_over_held_out(previous, folder, key)
+    if left:
+        warnings.warn(f"carry-over left {left} symlink(s) or special file(s) of {previous} behind")
+
+
+def _group_folders(previous: Path) -> list[tuple[str, str, str]]:
+    """(source, output type, group) of every real folder three levels down; no symlink followed."""
+    def real_dirs(path: Path) -> list[str]:
+        with os.scandir(path) as entries:
+            return sorted(e.name for e in entries if e.is_dir(follow_symlinks=False))
+    return [(s, o, g) for s in real_dirs(previous) for o in real_dirs(previous / s) for g in real_dirs(previous / s / o)]
 
 
 def write_pipeline(folder: Path, previous: Path | None, results: list[Trained], tables: list[Table],
@@ -349,6 +388,7 @@ def write_pipeline(folder: Path, previous: Path | None, results: list[Trained], 
         "idle_power": {f"{t.source}/{t.group}": t.idle for t in tables if t.output_type is OutputType.DYN},
         "evaluation": {"split": settings.split, "test_size": settings.test_size, "seed": settings.seed},
         "max_mae": settings.max_mae,
+        "input_checks": settings.input_checks,
         "skipped": skipped_groups + [
             {"energy_source": r.table.source, "output_type": r.table.output_type.value,
              "feature_group": r.table.group, "trainer": r.trainer, "reason": r.reason}

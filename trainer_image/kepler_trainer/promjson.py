@@ -27,6 +27,7 @@ _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _SCALAR = re.compile(rb"-?[0-9][0-9.eE+-]*|true|false|null")
 _VALUES_END = re.compile(rb"\]\s*\]")
 _RELEASE_EVERY = 64 << 20  # give consumed pages back every 64 MiB
+MAX_DEPTH = 512  # no query output nests deeper than 4; orjson itself stops at 1024
 
 
 class _Parser:
@@ -77,29 +78,42 @@ class _Parser:
         return orjson.loads(self.buf[start : self.pos])
 
     def _value_end_scan(self) -> int:
+        """Skip one value without recursion (a hostile file may nest 100,000 deep); returns its start."""
         self.skip_ws()
-        start, ch = self.pos, self.peek()
-        if ch == b'"':
-            self.string()
-        elif ch in (b"{", b"["):
-            close = b"}" if ch == b"{" else b"]"
-            self.pos += 1
-            if self.peek() == close:
+        start = self.pos
+        closers: list[bytes] = []  # the closing bracket of each container we are in
+        while True:
+            ch = self.peek()
+            if ch == b'"':
+                self.string()
+            elif ch in (b"{", b"["):
+                if len(closers) >= MAX_DEPTH:
+                    raise self.fail(f"nested deeper than {MAX_DEPTH}")
                 self.pos += 1
-                return start
-            while True:
-                if ch == b"{":
-                    self.string()
-                    self.expect(b":")
-                self._value_end_scan()
-                if not self.more(close):
+                close = b"}" if ch == b"{" else b"]"
+                if self.peek() == close:
+                    self.pos += 1
+                else:
+                    closers.append(close)
+                    if close == b"}":
+                        self.string()
+                        self.expect(b":")
+                    continue
+            else:
+                m = _SCALAR.match(self.buf, self.pos)
+                if not m:
+                    raise self.fail("unexpected character")
+                self.pos = m.end()
+            # one value done: next item of the innermost container, or close containers
+            while closers:
+                if self.more(closers[-1]):
+                    if closers[-1] == b"}":
+                        self.string()
+                        self.expect(b":")
                     break
-        else:
-            m = _SCALAR.match(self.buf, self.pos)
-            if not m:
-                raise self.fail("unexpected character")
-            self.pos = m.end()
-        return start
+                closers.pop()
+            if not closers:
+                return start
 
     def release_consumed(self) -> None:
         page_end = (self.pos // mmap.PAGESIZE) * mmap.PAGESIZE

@@ -39,7 +39,7 @@ def keep_held_out(folder: Path, models: Iterable[tuple[tuple[str, str, str], dic
 def carry_over_held_out(previous: Path, folder: Path, key: tuple[str, ...]) -> None:
     """Copy the previous version's held-out sample of a model group that this run does not retrain."""
     source = previous / FOLDER / _held_out_file(*key)
-    if source.is_file() and not source.is_symlink():
+    if source.is_file() and not source.is_symlink() and not source.parent.is_symlink():  # never followed out
         (folder / FOLDER).mkdir(exist_ok=True)
         shutil.copyfile(source, folder / FOLDER / source.name)
 

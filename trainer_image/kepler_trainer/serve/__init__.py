@@ -23,6 +23,9 @@ __all__ = ["add_arguments", "app_from_env", "create_app", "create_asgi", "run"]
 CONFIG_ENV = "KEPLER_MODEL_SERVE_CONFIG"
 """How `run` hands the options to uvicorn's worker processes (they import `app_from_env`)."""
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+MAX_CONNECTIONS = 16384
+BACKLOG = 4096
+HEADER_TIMEOUT = 10.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +49,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--http-server", choices=("auto", "granian", "uvicorn"), default="auto",
                         help="HTTP server: granian (Rust, lower tail latency; the default when installed) "
                         "or uvicorn")
+    parser.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS,
+                        help=f"granian: connections admitted per worker at once, idle ones included "
+                        f"(default {MAX_CONNECTIONS})")
+    parser.add_argument("--backlog", type=int, default=BACKLOG,
+                        help=f"listen backlog: connections the kernel queues before they are accepted "
+                        f"(default {BACKLOG}; capped by net.core.somaxconn)")
+    parser.add_argument("--header-timeout", type=float, default=HEADER_TIMEOUT,
+                        help=f"granian: seconds a connection may take to send its request headers "
+                        f"(default {HEADER_TIMEOUT:g})")
     parser.add_argument("--access-log", action="store_true", help="log every request")
     parser.add_argument("--log-level", default="info", choices=LOG_LEVELS)
 
@@ -60,7 +72,12 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1 or not 0 <= args.port <= 65535 or args.max_body_bytes < 1:
         print("kepler-model serve: --workers, --port and --max-body-bytes must be positive", file=sys.stderr)
         return 2
+    if args.max_connections < 1 or args.backlog < 1 or not 0 < args.header_timeout < 3600:
+        print("kepler-model serve: --max-connections and --backlog must be positive, --header-timeout "
+              "between 0 and 3600 s", file=sys.stderr)
+        return 2
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _raise_open_files_limit()
     config = {
         "models_dir": str(args.models_dir), "default_pipeline": args.default_pipeline,
         "max_body_bytes": args.max_body_bytes, "fast_path": args.fast_path,
@@ -81,6 +98,17 @@ def run(args: argparse.Namespace) -> int:
         if multiproc_dir:
             shutil.rmtree(multiproc_dir, ignore_errors=True)
     return 0
+
+
+def _raise_open_files_limit() -> None:
+    """Each connection is a file descriptor: the soft limit (often 1024) would cap connections below
+    --max-connections, and a server out of descriptors cannot accept even its health checks."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = MAX_CONNECTIONS * 2 if hard == resource.RLIM_INFINITY else min(hard, MAX_CONNECTIONS * 2)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 def _server(choice: str) -> str | None:
@@ -108,7 +136,20 @@ def _serve_granian(args: argparse.Namespace) -> None:
     Granian(f"{__name__}:app_from_env", factory=True, address=args.host, port=args.port,
             interface=Interfaces.RSGI, loop=loop, workers=args.workers, websockets=False,
             log_level=LogLevels(args.log_level), log_access=args.access_log,
-            respawn_failed_workers=True).serve()
+            respawn_failed_workers=True, **_granian_limits(args)).serve()
+
+
+def _granian_limits(args: argparse.Namespace) -> dict:
+    """Idle clients must not starve the others (issue 13). granian admits at most `backpressure`
+    connections per worker at a time (default backlog / workers = 1024) and an admitted connection
+    that sends nothing holds its slot until the header read timeout (default 30 s): 1,100 idle
+    connections made every route time out. Admit far more (an idle connection costs a few KB in
+    granian's Rust runtime; the process's file-descriptor limit bounds them anyway), let the kernel
+    queue a burst of connects, and drop a connection that has not sent its headers in time."""
+    from granian.http import HTTP1Settings
+
+    return {"backlog": args.backlog, "backpressure": args.max_connections,
+            "http1_settings": HTTP1Settings(header_read_timeout=int(args.header_timeout * 1000))}
 
 
 def _serve_uvicorn(args: argparse.Namespace) -> None:
@@ -116,7 +157,7 @@ def _serve_uvicorn(args: argparse.Namespace) -> None:
 
     uvicorn.run(f"{__name__}:app_from_env", factory=True, host=args.host, port=args.port,
                 workers=args.workers, log_level=args.log_level, access_log=args.access_log,
-                server_header=False)
+                server_header=False, backlog=args.backlog)
 
 
 def app_from_env():

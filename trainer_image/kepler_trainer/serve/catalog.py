@@ -12,6 +12,12 @@ leave it unchanged), a scan that saw an mtime younger than `racy_window` re-list
 following requests until the mtime is old enough to be trusted (git's "racy" rule). A full
 re-listing also runs every `rescan_interval` seconds, for file systems with cached attributes.
 Weight files are read fully at scan time and served from memory. Model files are never loaded.
+
+Nothing read is trusted (artefacts.py): only regular files are opened, without blocking (a FIFO
+must not hang the server), and every model is validated before it is listed (finite non-negative
+errors, a weight file Kepler can decode, an intact zip). A bad model is skipped with a log line and
+counted (`rejected`, exported as a metric), so it can never be selected. A served zip whose file
+changed after validation is not sent: its pipeline is read and validated again.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from typing import Any
 import orjson
 
 from ..machine import go_spec
+from .artefacts import COMPONENTS, Rejected, check_errors, check_weight, check_zip, file_identity, open_regular
 from .errors import StaleSnapshot
 from .schema import (
     _NAME_RE,
@@ -48,7 +55,7 @@ MAX_JSON_BYTES = 16 * 1024 * 1024
 """Metadata and weight files larger than this are not read (they would not be ours)."""
 SPEC_ATTRS = ("processor", "cores", "chips", "memory", "frequency")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+_ROOT_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC  # --models-dir itself may be a symlink
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +82,7 @@ class ModelEntry:
     mae: float
     metadata: dict[str, Any]
     rel_dir: str                # <source dir>/<ot>/<fg>/<model>, relative to the pipeline folder
-    zip_rel: str | None         # the flat zip beside the folder, when present
+    zip_rel: str | None         # the flat zip beside the folder, when present (and validated)
     weight: dict[str, Any] | None
     weight_file: bytes | None   # the plain component map: Kepler 0.7.11's shape (init URLs, 0.7.11's requests)
     weight_answer: bytes | None  # weight + model_name, mae, machine_spec: Kepler 0.7.12's shape
@@ -100,14 +107,22 @@ class Pipeline:
     node_types: dict[int, NodeType]
     models: list[ModelEntry]
     _finalizer: Any = field(default=None, repr=False)
+    rejected: dict[str, int] = field(default_factory=dict)  # why -> models skipped at scan
+    verified: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # rel -> identity when checked
+    changed: bool = False  # a file differed from what was validated: read the pipeline again
 
     def read(self, rel: str) -> bytes:
-        """A whole file of this pipeline version; StaleSnapshot when it was removed since."""
+        """A whole file of this pipeline version, as validated at scan time; StaleSnapshot when it was
+        removed or changed since (then the pipeline is read and validated again)."""
         try:
-            fd = os.open(rel, _FILE_FLAGS, dir_fd=self.fd)
+            fd, st = open_regular(self.fd, rel)
         except FileNotFoundError:
             raise StaleSnapshot(f"{self.name}/{rel} vanished") from None
+        except (OSError, Rejected) as exc:
+            self._changed(rel, str(exc))
         with os.fdopen(fd, "rb") as handle:
+            if file_identity(st) != self.verified.get(rel):
+                self._changed(rel, "modified after it was checked")
             return handle.read()
 
     def has(self, rel: str) -> bool:
@@ -117,6 +132,12 @@ class Pipeline:
         except OSError:
             return False
         return True
+
+    def _changed(self, rel: str, why: str) -> None:
+        if not self.changed:
+            log.warning("%s/%s: %s; reading the pipeline again", self.name, rel, why)
+        self.changed = True
+        raise StaleSnapshot(f"{self.name}/{rel} changed")
 
     @property
     def sources(self) -> set[str]:
@@ -213,12 +234,13 @@ class Catalog:
     def _relist(self, mtime_ns: int, signature: tuple[int, int, int]) -> Snapshot:
         started_ns = time.time_ns()
         try:
-            root_fd = os.open(self.root, _DIR_FLAGS)
+            root_fd = os.open(self.root, _ROOT_FLAGS)
         except OSError as exc:
             return self._lost(f"cannot open the models folder {self.root}: {exc.strerror}")
         try:
             listing = _list_pipelines(root_fd)
-            if listing != self._listing or self.error is not None:
+            changed = any(p.changed for p in self._snapshot.pipelines.values())
+            if listing != self._listing or self.error is not None or changed:
                 self._snapshot = self._reload(root_fd, listing)
                 self._listing = listing
         finally:
@@ -234,7 +256,7 @@ class Catalog:
         pipelines: dict[str, Pipeline] = {}
         for name, inode in sorted(listing.items()):
             current = self._snapshot.pipelines.get(name)
-            if current is not None and current.inode == inode:
+            if current is not None and current.inode == inode and not current.changed:
                 pipelines[name] = current
                 continue
             if self._broken.get(name) == inode:
@@ -245,7 +267,8 @@ class Catalog:
                 continue
             self._broken.pop(name, None)
             pipelines[name] = pipeline
-            log.info("serving pipeline %s: %d models", name, len(pipeline.models))
+            skipped = f" ({sum(pipeline.rejected.values())} rejected)" if pipeline.rejected else ""
+            log.info("serving pipeline %s: %d models%s", name, len(pipeline.models), skipped)
         for gone in self._snapshot.pipelines.keys() - pipelines.keys():
             log.info("pipeline %s is no longer served", gone)
         self.reloads += 1
@@ -279,12 +302,14 @@ def _load_pipeline(root_fd: int, name: str) -> Pipeline | None:
             os.close(fd)
             return None
         node_types = _node_types(_read_json(fd, "node_type_index.json"))
-        models = sorted(_scan_models(fd, name, node_types), key=lambda m: m.path)
-    except OSError as exc:
+        scan = _Scan(name)
+        models = sorted(_scan_models(fd, scan, node_types), key=lambda m: m.path)
+    except (OSError, Rejected) as exc:
         log.warning("skipping %s: %s", name, exc)
         os.close(fd)
         return None
-    pipeline = Pipeline(name, st.st_ino, fd, _published_ns(metadata, st), metadata, node_types, models)
+    pipeline = Pipeline(name, st.st_ino, fd, _published_ns(metadata, st), metadata, node_types, models,
+                        rejected=scan.rejected, verified=scan.verified)
     pipeline._finalizer = weakref.finalize(pipeline, os.close, fd)
     return pipeline
 
@@ -335,13 +360,26 @@ def _opendir(name: str, dir_fd: int) -> int | None:
         return None
 
 
-def _scan_models(pipeline_fd: int, pipeline: str, node_types: dict[int, NodeType]) -> Iterator[ModelEntry]:
+@dataclass
+class _Scan:
+    """What one pipeline scan learns besides its models: rejections, and the files it validated."""
+
+    pipeline: str
+    rejected: dict[str, int] = field(default_factory=dict)
+    verified: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+
+    def reject(self, where: str, reason: str, detail: str) -> None:
+        log.warning("skipping model %s: %s", where, detail)
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+
+
+def _scan_models(pipeline_fd: int, scan: _Scan, node_types: dict[int, NodeType]) -> Iterator[ModelEntry]:
     """Every model folder `<source>/<ot>/<fg>/<Trainer>_<n>/` holding a usable metadata.json."""
     for source_dir, source_fd in _each_subfolder(pipeline_fd):
         output_types = sorted(set(_subdirs(source_fd)) & set(OUTPUT_TYPES))
         for output_type, ot_fd in _each_subfolder(source_fd, output_types):
             for group, group_fd in _each_subfolder(ot_fd):
-                yield from _scan_group(group_fd, (pipeline, source_dir, output_type, group), node_types)
+                yield from _scan_group(group_fd, (scan.pipeline, source_dir, output_type, group), node_types, scan)
 
 
 def _each_subfolder(fd: int, names: list[str] | None = None) -> Iterator[tuple[str, int]]:
@@ -357,7 +395,7 @@ def _each_subfolder(fd: int, names: list[str] | None = None) -> Iterator[tuple[s
 
 
 def _scan_group(group_fd: int, prefix: tuple[str, str, str, str],
-                node_types: dict[int, NodeType]) -> Iterator[ModelEntry]:
+                node_types: dict[int, NodeType], scan: _Scan) -> Iterator[ModelEntry]:
     files = _files(group_fd)
     for model_name in _subdirs(group_fd):
         match = MODEL_NAME_RE.match(model_name)
@@ -366,8 +404,14 @@ def _scan_group(group_fd: int, prefix: tuple[str, str, str, str],
         model_fd = _opendir(model_name, group_fd)
         if model_fd is None:
             continue
+        where = "/".join((*prefix, model_name))
         try:
             entry = _model_entry(model_fd, group_fd, files, prefix, model_name, match, node_types)
+            if entry is not None and entry.zip_rel is not None:
+                scan.verified[entry.zip_rel] = check_zip(group_fd, f"{model_name}.zip")
+        except Rejected as exc:
+            scan.reject(where, exc.reason, str(exc))
+            entry = None
         finally:
             os.close(model_fd)
         if entry is not None:
@@ -387,12 +431,14 @@ def _model_entry(model_fd: int, group_fd: int, group_files: set[str], prefix: tu
     if not _finite(mae) or not (isinstance(features, list) and all(isinstance(f, str) for f in features)):
         log.warning("skipping model %s: metadata lacks a finite mae or a features list", where)
         return None
+    check_errors(metadata)
     if metadata.get("passed_gate") is False:  # kept for the record, but over the pipeline's accuracy gate
         log.info("not serving model %s: its mae %s is over the pipeline's accuracy gate", where, mae)
         return None
     node_type = int(match.group(2))
     trainer = match.group(1)
-    weight = _decode_weight(_weight_file(model_fd, group_fd, group_files, model_name), where)
+    weight_file = _weight_file(model_fd, group_fd, group_files, model_name)
+    weight = _decode_weight(weight_file, where)
     loadable = weight is not None and kepler_can_evaluate(trainer, features, metadata)
     if weight is not None and not loadable:
         log.info("not serving %s as Kepler weights: %s", where,
@@ -435,28 +481,31 @@ def _weight_file(model_fd: int, group_fd: int, group_files: set[str], model_name
 
 
 def _decode_weight(raw: bytes | None, where: str) -> dict[str, Any] | None:
+    """The weight document, checked as Kepler decodes it; Rejected (the model is skipped) when bad."""
     if raw is None:
         return None
     try:
         weight = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        log.warning("ignoring the weight file of %s: not JSON", where)
-        return None
-    if not isinstance(weight, dict) or not any(isinstance(v, dict) and "All_Weights" in v for v in weight.values()):
-        log.warning("ignoring the weight file of %s: no component with All_Weights", where)
-        return None
+        raise Rejected("weight", "its weight file is not JSON") from None
+    check_weight(weight)
     # The components alone (`<model>.json` also carries model_name and machine_spec: 0.7.11 cannot decode them).
-    return {k: v for k, v in weight.items() if isinstance(v, dict) and "All_Weights" in v}
+    return {k: v for k, v in weight.items() if k.lower() in COMPONENTS and v is not None}
 
 
 def _read_bytes(dir_fd: int, name: str) -> bytes | None:
+    """A regular file's bytes; None when absent; Rejected when it is something else or too big."""
     try:
-        fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
-    except OSError:
+        fd, st = open_regular(dir_fd, name)
+    except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise Rejected("unreadable", f"cannot read {name}: {exc.strerror}") from None
     with os.fdopen(fd, "rb") as handle:
         data = handle.read(MAX_JSON_BYTES + 1)
-    return data if len(data) <= MAX_JSON_BYTES else None
+    if len(data) > MAX_JSON_BYTES:
+        raise Rejected("too_large", f"{name} is larger than {MAX_JSON_BYTES} bytes")
+    return data
 
 
 def _read_json(dir_fd: int, name: str) -> Any:
@@ -470,7 +519,7 @@ def _read_json(dir_fd: int, name: str) -> Any:
         import json
         try:
             return json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than orjson's 1024 too
             return None
 
 

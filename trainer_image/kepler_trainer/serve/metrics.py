@@ -128,6 +128,12 @@ class ModelCollector(Collector):
                                       labels=["pipeline"])
         for name, pipeline in snapshot.pipelines.items():
             pipelines.add_metric([name], len(pipeline.models))
+        rejected = GaugeMetricFamily("kepler_model_server_rejected_models", "Models of a served pipeline "
+                                     "skipped because an artefact failed validation (see the server log)",
+                                     labels=["pipeline", "reason"])
+        for name, pipeline in snapshot.pipelines.items():
+            for reason, count in sorted(pipeline.rejected.items()):
+                rejected.add_metric([name, reason], count)
         ready = GaugeMetricFamily("kepler_model_server_ready", "1 once the models folder has been read")
         ready.add_metric([], 1.0 if self.catalog.ready else 0.0)
         mae = GaugeMetricFamily("kepler_model_mae_watts", "Test mean absolute error of a served model"
@@ -162,7 +168,7 @@ class ModelCollector(Collector):
                 for i, value in enumerate(params if isinstance(params, list) else ()):
                     if _number(value):
                         curve.add_metric([*labels, component, str(i)], float(value))
-        yield from (ready, pipelines, mae, weight, scale, bias, curve)
+        yield from (ready, pipelines, rejected, mae, weight, scale, bias, curve)
 
 
 def exposition(catalog: Catalog, registry: CollectorRegistry) -> bytes:
