@@ -106,8 +106,9 @@ REAPER = textwrap.dedent("""
     if sys.argv[1] != "finish":  # from a shell (SIGTERM or SIGKILL), once training runs in workers
         while len(children(proc.pid)) < 2 and proc.poll() is None:
             time.sleep(0.05)
-        time.sleep(1)
-        os.kill(proc.pid, getattr(signal, sys.argv[1]))
+        how, _, when = sys.argv[1].partition("-")
+        time.sleep(0 if when == "early" else 1)  # early: workers may not have run a task yet
+        os.kill(proc.pid, getattr(signal, how))
     proc.wait()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -133,7 +134,7 @@ def big_input(tmp_path_factory) -> Path:
     return promjson.dump(result, work / "big.json")
 
 
-@pytest.mark.parametrize("how", ["finish", "SIGTERM", "SIGKILL"])
+@pytest.mark.parametrize("how", ["finish", "SIGTERM", "SIGKILL", "SIGKILL-early"])
 def test_no_worker_outlives_the_run(tmp_path, big_input, how):
     (tmp_path / "reaper.py").write_text(REAPER)
     command = [sys.executable, "-m", "kepler_trainer", "train", "-i", str(big_input), "-p", "w", "-e", "rapl-sysfs",

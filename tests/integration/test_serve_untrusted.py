@@ -36,6 +36,8 @@ def _models(root: Path) -> Path:
     for name in ("SGDRegressorTrainer_0/metadata.json", "SGDRegressorTrainer_0.zip"):
         (fifos / GROUP / name).unlink()
         os.mkfifo(fifos / GROUP / name)
+    os.mkfifo(fifos / "report.html")  # the report page is read per request: a FIFO must not hang it
+    (zips / "report.html").symlink_to("/etc/hostname")  # nor may a link serve an outside file
     return models
 
 
@@ -65,6 +67,12 @@ def test_the_garbage_is_never_selected(server: httpx.Client, pipeline: str, weig
                                   "/models/fifos/{g}/SGDRegressorTrainer_0.zip"])
 def test_the_garbage_is_not_served_by_path(server: httpx.Client, path: str) -> None:
     assert server.get(path.format(g=GROUP)).status_code == 404
+
+
+@pytest.mark.parametrize("pipeline", ["fifos", "zips"])
+def test_a_report_page_that_is_no_regular_file_is_not_served(server: httpx.Client, pipeline: str) -> None:
+    answer = server.get(f"/pipelines/{pipeline}/report")
+    assert answer.status_code == 404 and "has no report" in answer.json()["message"]
 
 
 def test_rejections_are_counted_in_metrics(server: httpx.Client) -> None:

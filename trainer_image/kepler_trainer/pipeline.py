@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import pandas as pd
-from joblib import Parallel, delayed
+from joblib import Parallel, delayed, parallel_config
 
 from . import evaluate, machine, publish_lock, report, workers
 from .errors import AccuracyGateError, TooFewSamplesError
@@ -220,17 +220,19 @@ def train(tables: list[Table], settings: TrainSettings, folder: Path | None = No
     # Processes, not threads: curve fitting and model serialisation are Python code that holds the GIL.
     # The biggest fits go first so that the last ones to finish are short.
     jobs.sort(key=lambda job: -len(job[0].data) * TRAINERS[job[1]].relative_cost)
-    backend = "loky" if settings.n_jobs > 1 and len(jobs) > 1 else "sequential"
+    in_processes = settings.n_jobs > 1 and len(jobs) > 1
+    backend = workers.exiting_with_this_process(settings.n_jobs) if in_processes else \
+        parallel_config(backend="sequential")
     results = []
     try:
-        with Parallel(n_jobs=settings.n_jobs, backend=backend, return_as="generator_unordered") as runner:
-            fit = delayed(workers.child_of(os.getpid(), fit_and_score))
+        with backend, Parallel(return_as="generator_unordered") as runner:
+            fit = delayed(fit_and_score)
             for batch in runner(fit(t, name, settings, folder, derived) for t, name, derived in jobs):
                 for result in batch:
                     progress(result)
                     results.append(result)
     finally:
-        if backend == "loky":
+        if in_processes:
             workers.stop()
     return sorted(results, key=lambda r: (r.table.source, r.table.output_type.value, r.table.group, r.trainer))
 

@@ -2,32 +2,29 @@
 
 joblib keeps its loky workers alive after a `Parallel` call, for reuse, until they have been idle
 for 300 s; and when the run is killed (SIGTERM or SIGKILL from a shell) nothing tells them. So
-`stop()` ends them when training is done, and each worker watches its parent: when the parent is
-gone (the worker was re-parented) it exits at once instead of idling with its memory.
+`stop()` ends them when training is done, and each worker watches its parent from the moment it
+starts: when the parent is gone (the worker was re-parented) it exits at once instead of idling with
+its memory.
 """
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import os
 import threading
 import time
-from typing import Callable, TypeVar
 
-T = TypeVar("T")
 POLL_SECONDS = 0.5
 _watching = False
 
 
-def child_of(parent: int, func: Callable[..., T]) -> Callable[..., T]:
-    """`func`, which when run in a worker process first makes that worker exit with `parent`."""
-    return functools.partial(_run_in_child, parent, func)
+def exiting_with_this_process(n_jobs: int) -> contextlib.AbstractContextManager:
+    """joblib's loky backend for the `Parallel` calls inside, whose workers each start (loky's
+    initializer, before any task) by watching this process: a worker that is killed with its run before
+    it ran a task exits all the same."""
+    from joblib import parallel_config
 
-
-def _run_in_child(parent: int, func: Callable[..., T], *args, **kwargs) -> T:
-    if os.getpid() != parent:
-        _watch(parent)
-    return func(*args, **kwargs)
+    return parallel_config(backend="loky", n_jobs=n_jobs, initializer=_watch, initargs=(os.getpid(),))
 
 
 def _watch(parent: int) -> None:

@@ -56,6 +56,8 @@ MAX_JSON_BYTES = 16 * 1024 * 1024
 SPEC_ATTRS = ("processor", "cores", "chips", "memory", "frequency")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _ROOT_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC  # --models-dir itself may be a symlink
+MAX_PAGE_BYTES = 64 << 20
+"""The largest report page served (nx12's is under 1 MiB)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +126,23 @@ class Pipeline:
             if file_identity(st) != self.verified.get(rel):
                 self._changed(rel, "modified after it was checked")
             return handle.read()
+
+    def read_page(self, rel: str, limit: int = MAX_PAGE_BYTES) -> bytes | None:
+        """A page of this version that is no model artefact (the report), read as it is now: it may be
+        rebuilt in place by `kepler-model report`, so it has no identity checked at scan time. Regular
+        files only, never through a symlink or from a FIFO, at most `limit` bytes; None when there is none."""
+        try:
+            fd, st = open_regular(self.fd, rel)
+        except FileNotFoundError:
+            return None
+        except (OSError, Rejected) as exc:
+            log.warning("not serving %s/%s: %s", self.name, rel, exc)
+            return None
+        with os.fdopen(fd, "rb") as handle:
+            if st.st_size > limit:
+                log.warning("not serving %s/%s: larger than %d bytes", self.name, rel, limit)
+                return None
+            return handle.read(limit)
 
     def has(self, rel: str) -> bool:
         """Whether this pipeline version still holds the file `rel`."""

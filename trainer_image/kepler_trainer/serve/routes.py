@@ -219,11 +219,11 @@ class Service:
         pipeline = snapshot.pipelines.get(name)
         if pipeline is None:
             raise NotFound(f"no pipeline {name!r} is served")
-        try:
-            return Reply(200, pipeline.read(REPORT_FILE), HTML, REPORT_HEADERS)
-        except StaleSnapshot:
-            if not pipeline.has("metadata.json"):
-                raise  # the whole version is gone: rescan
+        page = pipeline.read_page(REPORT_FILE)
+        if page is not None:
+            return Reply(200, page, HTML, REPORT_HEADERS)
+        if not pipeline.has("metadata.json"):
+            raise StaleSnapshot(f"{name} was replaced")  # the whole version is gone: rescan
         raise NotFound(f"pipeline {name!r} has no report (published by an older trainer): "
                        f"run `kepler-model report -p {name}`")
 
