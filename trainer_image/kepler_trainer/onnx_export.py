@@ -3,9 +3,10 @@
 The graph takes `features` (rows x inputs, in the model's feature order) and returns one tensor per zone
 (`<zone>`, rows x 1, watts), computing what `PowerModel.predict_components` computes: the scaler, the
 regressor, the DynPower offset, and the clip at 0 W. A model is exportable only if onnxruntime's answer
-equals the native one on the held-out rows within `RELATIVE_TOLERANCE` (relative to the native value,
-with `ABSOLUTE_FLOOR` watts as the smallest denominator so a zone reading 0 W does not divide by zero);
-otherwise the reason is recorded instead. Inputs are float64 where every converter and onnxruntime
+equals the native one on the held-out rows within `RELATIVE_TOLERANCE`, relative to the zone's absolute
+power (for a DynPower model, its dynamic power plus the idle offset it subtracts: the magnitude the
+regressor itself computes, so float32 rounding of a 90 W prediction is not judged against a 0.1 W
+remainder), with `ABSOLUTE_FLOOR` watts as the smallest denominator; otherwise the reason is recorded. Inputs are float64 where every converter and onnxruntime
 kernel supports it (linear, k-neighbours), float32 otherwise (trees, kernels: what their ONNX operators
 compute in).
 """
@@ -149,12 +150,14 @@ def predict(sess, x: np.ndarray) -> dict[str, np.ndarray]:
     return {name: out.ravel().astype(float) for name, out in zip(names, sess.run(names, {spec.name: x.astype(dtype)}))}
 
 
-def largest_relative_error(native: pd.DataFrame, exported: dict[str, np.ndarray]) -> float:
+def largest_relative_error(native: pd.DataFrame, exported: dict[str, np.ndarray],
+                           offsets: dict[str, float] | None = None) -> float:
     worst = 0.0
     for column in native.columns:
         zone = column.removesuffix("_power")
         want = native[column].to_numpy(float)
-        error = np.abs(exported[zone] - want) / np.maximum(np.abs(want), ABSOLUTE_FLOOR)
+        scale = np.abs(want) + abs((offsets or {}).get(zone, 0.0))
+        error = np.abs(exported[zone] - want) / np.maximum(scale, ABSOLUTE_FLOOR)
         worst = max(worst, float(error.max(initial=0.0)))
     return worst
 
@@ -167,7 +170,7 @@ def export(model: PowerModel, check_rows: pd.DataFrame) -> tuple[bytes | None, d
     for double in (True, False):
         try:
             data = build(model, double).SerializeToString()
-            worst = largest_relative_error(native, predict(session(data), x))
+            worst = largest_relative_error(native, predict(session(data), x), model.offsets_)
         except NotExportable as exc:
             return None, {"exportable": False, "reason": str(exc)}
         except Exception as exc:  # onnxruntime lacks a kernel for this input type: try the other
