@@ -21,13 +21,15 @@ def data():
 
 @pytest.mark.parametrize("trainer", ["LinearRegressionTrainer", "KNeighborsRegressorTrainer",
                                      "GradientBoostingRegressorTrainer", "SVRRegressorTrainer",
-                                     "ExtraTreesTrainer", "SGDRegressorTrainer"])
+                                     "ExtraTreesTrainer", "SGDRegressorTrainer", "XgboostFitTrainer"])
 def test_exported_graph_equals_native(data, trainer):
     X, Y = data
     model = PowerModel(trainer).fit(X, Y)
     for variant in (model, model.shifted({"package_power": 45.0, "dram_power": 9.0})):  # DynPower: clipped
         onnx_bytes, check = export(variant, X.iloc[:60])
         assert check["exportable"], check
+        if trainer in ("GradientBoostingRegressorTrainer", "ExtraTreesTrainer", "XgboostFitTrainer"):
+            assert check["arithmetic"] == "scaled-float32"  # what the native trees compute in
         got = predict(session(onnx_bytes), X.to_numpy(float))  # all rows, not only the checked ones
         want = variant.predict_components(X)
         for column in want:

@@ -49,9 +49,9 @@ def _register_xgboost() -> None:
     _registered = True
 
 
-def _xgboost_base_score(pipeline, onnx_model) -> None:
+def _xgboost_base_score(estimator, onnx_model) -> None:
     """onnxmltools reads XGBoost >= 2's estimated base score as 0.5: write the booster's own value in."""
-    regressor = pipeline.named_steps["model"]
+    regressor = estimator.named_steps["model"] if hasattr(estimator, "named_steps") else estimator
     if type(regressor).__name__ != "XGBRegressor":
         return
     config = json.loads(regressor.get_booster().save_config())
@@ -65,7 +65,7 @@ def _xgboost_base_score(pipeline, onnx_model) -> None:
 
 
 def _component_graph(pipeline, n_features: int, double: bool):
-    """The scaler and regressor of one zone as an ONNX model with input `features`, output `variable`."""
+    """The scaler and regressor of one zone (or a regressor alone) as an ONNX model with input `features`."""
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType
 
@@ -95,21 +95,46 @@ def _constant_graph(value: float, n_features: int, double: bool):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET[""])])
 
 
-def build(model: PowerModel, double: bool):
+MODES = ("float64", "scaled-float32", "float32")
+"""float64 throughout; the scaler in float64 and the regressor in float32 (what scikit-learn's and
+XGBoost's trees do: they cast their input to float32, so a row on a split threshold goes the same way);
+float32 throughout."""
+
+
+_FLOAT32_TREES = ("GradientBoostingRegressor", "ExtraTreesRegressor", "RandomForestRegressor", "DecisionTreeRegressor",
+                  "XGBRegressor")
+
+
+def _modes(model: PowerModel) -> tuple[str, ...]:
+    """The arithmetic to try first is the one the native model uses: trees compare float32 inputs."""
+    trees = any(type(p[-1]).__name__ in _FLOAT32_TREES for z, p in model.models_.items() if not model.is_constant(z))
+    return ("scaled-float32", "float64", "float32") if trees else MODES
+
+
+def build(model: PowerModel, mode: str):
     """One ONNX model with an output per zone."""
     import onnx
     from onnx import TensorProto, compose, helper, numpy_helper
 
     n = len(model.features_)
+    double = mode != "float32"
     elem, dtype = (TensorProto.DOUBLE, np.float64) if double else (TensorProto.FLOAT, np.float32)
     nodes, initializers, outputs, opsets = [], [], [], {}
     for zone, pipeline in model.models_.items():
+        split = mode == "scaled-float32" and not model.is_constant(zone)
         if model.is_constant(zone):
             part = _constant_graph(float(pipeline[-1].constant_.ravel()[0]), n, double)
+        elif split:
+            part = _component_graph(pipeline[-1], n, False)
         else:
             part = _component_graph(pipeline, n, double)
         out_name = part.graph.output[0].name
-        part = compose.add_prefix(part, f"{zone}__", rename_inputs=False)
+        part = compose.add_prefix(part, f"{zone}__", rename_inputs=split)
+        if split:  # features / scale in float64, then float32 into the regressor
+            scale = pipeline.named_steps["scale"].scale_
+            initializers.append(numpy_helper.from_array(np.asarray(scale, np.float64), f"kmo_{zone}_scale"))
+            nodes += [helper.make_node("Div", [INPUT, f"kmo_{zone}_scale"], [f"kmo_{zone}_scaled"]),
+                      helper.make_node("Cast", [f"kmo_{zone}_scaled"], [f"{zone}__{INPUT}"], to=TensorProto.FLOAT)]
         nodes.extend(part.graph.node)
         initializers.extend(part.graph.initializer)
         for o in part.opset_import:
@@ -167,19 +192,20 @@ def export(model: PowerModel, check_rows: pd.DataFrame) -> tuple[bytes | None, d
     native = model.predict_components(check_rows)
     x = check_rows[model.features_].to_numpy(float)
     reasons = []
-    for double in (True, False):
+    for mode in _modes(model):
         try:
-            data = build(model, double).SerializeToString()
+            data = build(model, mode).SerializeToString()
             worst = largest_relative_error(native, predict(session(data), x), model.offsets_)
         except NotExportable as exc:
             return None, {"exportable": False, "reason": str(exc)}
         except Exception as exc:  # onnxruntime lacks a kernel for this input type: try the other
-            reasons.append(f"{'float64' if double else 'float32'}: {str(exc).splitlines()[0][:200]}")
+            reasons.append(f"{mode}: {str(exc).splitlines()[0][:200]}")
             continue
         if worst <= RELATIVE_TOLERANCE:
-            return data, {"exportable": True, "input_type": "float64" if double else "float32",
+            return data, {"exportable": True, "input_type": "float32" if mode == "float32" else "float64",
+                          "arithmetic": mode,
                           "max_relative_error": worst, "rows_checked": len(x),
                           "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-        reasons.append(f"{'float64' if double else 'float32'}: onnxruntime differs from the native model by "
+        reasons.append(f"{mode}: onnxruntime differs from the native model by "
                        f"{worst:.2e} relative (tolerance {RELATIVE_TOLERANCE:g}) on {len(x)} held-out rows")
     return None, {"exportable": False, "reason": "; ".join(reasons)}
