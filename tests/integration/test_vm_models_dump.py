@@ -1,0 +1,57 @@
+"""`train --features node-exporter -i DUMP` with a `kepler_platform_watts` gauge: two energy sources from one
+feature set, the gauge read as watts (not as a counter), ONNX for both, served by the model server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from kepler_trainer import promjson
+from kepler_trainer.data import QueryResult, Series
+from tests.support.vmdata import HOST, derive, measuring_node
+
+ROOT = Path(__file__).resolve().parents[2]
+PLATFORM_EXTRA = 60.0  # watts the rest of the machine draws beside package and dram
+
+
+def test_platform_gauge_and_rapl_zones_from_one_dump(tmp_path):
+    derived = derive()
+    result = QueryResult()
+    for s in derived.series + measuring_node(derived):
+        result.metrics.setdefault(s.name, []).append(Series(s.labels, s.timestamps.astype(float), s.values))
+    platform = derived.power["package"] + derived.power["dram"] + PLATFORM_EXTRA
+    result.metrics["kepler_platform_watts"] = [Series({"instance": f"{HOST}:28282"}, derived.timestamps.astype(float),
+                                                      platform)]
+    dump = promjson.dump(result, tmp_path / "dump.json")
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'trainer_image'}:{ROOT / 'operator'}", "CI": "1"}
+    proc = subprocess.run([sys.executable, "-m", "kepler_trainer", "train", "-i", str(dump), "--features",
+                           "node-exporter", "-p", "ne", "--abs-trainers", "LinearRegression", "--dyn-trainers",
+                           "LinearRegression", "--model-path", str(tmp_path / "models")],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    pipeline = tmp_path / "models" / "ne"
+    rows = pd.read_csv(pipeline / "preprocessed_data" / "node-exporter_abs_data.csv").dropna(subset=["platform_power"])
+    # the gauge is taken as it is (watts) at its own timestamp, not differentiated like the counters
+    measured = dict(zip(derived.timestamps.astype(float), platform))
+    assert len(rows) > 100
+    assert np.allclose(rows["platform_power"], [measured[t] for t in rows["timestamp"]])
+    for source, zones in (("platform", ["platform"]), ("rapl-sysfs", ["package", "core", "uncore", "dram"])):
+        manifest = json.loads((pipeline / source / "AbsPower" / "node-exporter" / "LinearRegressionTrainer_0"
+                               / "onnx_manifest.json").read_text())
+        assert [o["name"] for o in manifest["outputs"]] == zones and manifest["check"]["exportable"]
+
+    from fastapi.testclient import TestClient
+
+    from kepler_trainer.serve.app import create_app
+
+    with TestClient(create_app(tmp_path / "models")) as client:
+        assert client.get("/pipelines").json()["pipelines"][0]["sources"] == ["platform", "rapl-sysfs"]
+        folder = "ne/platform/AbsPower/node-exporter/LinearRegressionTrainer_0"
+        answer = client.get(f"/onnx/{folder}/model.onnx")
+        assert answer.status_code == 200 and answer.content == (tmp_path / "models" / folder / "model.onnx").read_bytes()
