@@ -79,3 +79,24 @@ def test_missing_feature_is_named():
     fs = featuresets.PRESETS["node-exporter"]
     with pytest.raises(InputError, match="no samples for"):
         featuresets.extract(QueryResult({}), fs)
+
+
+def test_file_must_be_a_small_regular_file_not_a_symlink_or_fifo(tmp_path):
+    import os
+
+    good = tmp_path / "set.yaml"
+    good.write_text("name: ok\nfeatures: {a: {query: up, unit: cores, cpu_busy: true}}\n"
+                    "targets: {package: {query: t, unit: W}}\n")
+    assert featuresets.load(str(good)).name == "ok"
+    link = tmp_path / "link.yaml"
+    link.symlink_to(good)
+    with pytest.raises(ConfigError, match="symlinks are not followed"):
+        featuresets.load(str(link))
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        featuresets.load(str(fifo))
+    big = tmp_path / "big.yaml"
+    big.write_text("#" * (featuresets.MAX_FILE_BYTES + 1))
+    with pytest.raises(InputError, match="larger than"):
+        featuresets.load(str(big))

@@ -14,7 +14,9 @@ own Kepler >= 0.10 zone power), for machines of the same type that cannot measur
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Literal
 
@@ -227,13 +229,26 @@ def load(name_or_path: str, mapping: dict[str, str] | None = None) -> FeatureSet
     return feature_set
 
 
-def _from_file(path: Path) -> FeatureSet:
-    if not path.is_file():
+def _read_regular(path: Path) -> str:
+    """The file's text, if it is a regular file (not followed through a symlink, not a FIFO) of at most
+    MAX_FILE_BYTES: on the operator's volume, a feature-set path is not trusted to point where it says."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
         raise ConfigError(f"unknown feature set {str(path)!r}: not a preset ({', '.join(PRESETS)}) nor a "
-                          "regular file")
-    if path.stat().st_size > MAX_FILE_BYTES:
+                          "regular file (symlinks are not followed)") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"feature set {path}: not a regular file")
+        data = handle.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
         raise InputError(f"feature set {path}: larger than {MAX_FILE_BYTES // 1024} KiB")
-    text = path.read_text(errors="replace")
+    return data.decode(errors="replace")
+
+
+def _from_file(path: Path) -> FeatureSet:
+    text = _read_regular(path)
     try:
         if path.suffix == ".json":
             document = json.loads(text)
