@@ -359,7 +359,7 @@ class FeatureSet(_Model):
         max_length=256, json_schema_extra={
             "maxProperties": 256,
             "additionalProperties": {"type": "string", "minLength": 1, "maxLength": 253, "pattern": JOIN_VALUE},
-            CEL: [cel("self.all(k, k.matches('" + JOIN_VALUE + "') && size(k) <= 253)",
+            CEL: [cel("self.all(k, k.matches('" + JOIN_VALUE.replace("\\", "\\\\") + "') && size(k) <= 253)",  # CEL unescapes once
                       "join keys: at most 253 characters, no ',', '=' or white space")]})] = {}
 
     @model_validator(mode="after")

@@ -38,10 +38,11 @@ def derived():
 def prometheus(derived, tmp_path_factory):
     require_binaries()
     from tests.support.prometheus import start_prometheus
-    from tests.support.openmetrics import RawSeries  # noqa: F401 (the series type backfilled)
+    from tests.support.vmdata import Derived
 
-    derived.series = derived.series + measuring_node(derived)
-    handle = start_prometheus(tmp_path_factory.mktemp("vmprom"), openmetrics=derived.openmetrics())
+    # the guest's series, and the same again as the measuring node's own node-exporter
+    both = Derived(derived.timestamps, derived.busy, derived.power, derived.series + measuring_node(derived))
+    handle = start_prometheus(tmp_path_factory.mktemp("vmprom"), openmetrics=both.openmetrics())
     yield handle
     handle.stop()
 

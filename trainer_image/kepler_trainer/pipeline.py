@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable
 
+import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
 
@@ -266,9 +267,7 @@ def _export_onnx(folder: Path, model: PowerModel, trained: Trained, data: pd.Dat
     """`model.onnx` and `onnx_manifest.json` beside the native model when the run asks for ONNX."""
     if not settings.onnx:
         return
-    from .onnx_export import export
-
-    import numpy as np
+    from .onnx_export import export  # onnx and onnxruntime: imported only by runs that export
 
     rows = np.unique(np.concatenate([np.asarray(r) for _, r in held_out]))
     onnx_bytes, check = export(model, data.iloc[rows][trained.table.features])
