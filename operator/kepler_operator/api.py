@@ -433,7 +433,10 @@ class TrainingPipelineSpec(_Model):
 
     model_config = ConfigDict(json_schema_extra={CEL: [
         cel("!(has(self.featureSet) && has(self.featureGroups))", "featureSet replaces featureGroups: set one",
-            fieldPath=".featureSet")]})
+            fieldPath=".featureSet"),
+        cel("!has(self.featureSet) || !has(self.labelFilters) || size(self.labelFilters) == 0",
+            "labelFilters do not apply to a featureSet (its selectors and join say which series count)",
+            fieldPath=".labelFilters")]})
 
     prometheus: Annotated[PrometheusSource, Field(description="Where Kepler's metrics are queried.")]
     window: Annotated[Window, Field(description="Time range and step of the training data.")]
@@ -472,6 +475,8 @@ class TrainingPipelineSpec(_Model):
     def _feature_set_or_groups(self) -> TrainingPipelineSpec:
         if self.feature_set is not None and self.feature_groups:
             raise ValueError("featureSet replaces featureGroups: set one")
+        if self.feature_set is not None and self.label_filters:
+            raise ValueError("labelFilters do not apply to a featureSet (its selectors and join say which series count)")
         return self
 
 

@@ -239,6 +239,9 @@ def test_a_feature_set_pipeline_runs_the_trainer_with_the_preset_and_its_gate(ku
     with pytest.raises(ApiException) as caught:
         res.create(TP, "both", {**spec, "featureGroups": ["BPFOnly"]})
     assert "featureSet replaces featureGroups" in caught.value.body
+    with pytest.raises(ApiException) as caught:
+        res.create(TP, "filtered", {**spec, "labelFilters": {"job": "node"}})
+    assert "labelFilters do not apply to a featureSet" in caught.value.body
     with Kubelet(kube.client, ns, SELECTOR, mode=succeed):
         tp = res.create(TP, "vm", spec)
         res.wait_for(TP, "vm", ready)

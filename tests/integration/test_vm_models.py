@@ -131,6 +131,9 @@ def test_bad_feature_set_is_one_message(tmp_path):
     proc = _cli("train", "-i", "nothing.json", "--features", str(bad), cwd=tmp_path)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "not a PromQL series selector" in proc.stderr
+    proc = _cli("train", "-s", "http://127.0.0.1:9", "--start-time", "0", "--end-time", "60", "--features",
+                "kepler-vm", "--label-filter", "job=node", cwd=tmp_path)
+    assert proc.returncode == 7 and "do not apply to --features" in proc.stderr
 
 
 def test_model_server_serves_onnx(prometheus, derived, tmp_path):

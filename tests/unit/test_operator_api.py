@@ -173,6 +173,7 @@ def test_enums_match_what_the_trainer_knows():
     ({"featureSet": {"file": "../etc/passwd"}}, "String should match pattern"),
     ({"featureSet": {"preset": "kepler-vm", "joinMap": {"a,b": "vm"}}}, "String should match pattern"),
     ({"featureSet": {"preset": "kepler-vm"}, "featureGroups": ["BPFOnly"]}, "featureSet replaces featureGroups"),
+    ({"featureSet": {"preset": "kepler-vm"}, "labelFilters": {"job": "node"}}, "labelFilters do not apply"),
     ({"accuracyGate": {"maxMape": 0}}, "greater than 0"),
 ])
 def test_feature_set_validation(change, message):
@@ -185,6 +186,7 @@ def test_feature_set_rules_are_in_the_crd():
     rules = {r["rule"] for _, node in _walk(spec) for r in node.get("x-kubernetes-validations", [])}
     assert "has(self.preset) != has(self.file)" in rules
     assert "!(has(self.featureSet) && has(self.featureGroups))" in rules
+    assert any("size(self.labelFilters) == 0" in r for r in rules)
     presets = spec["properties"]["featureSet"]["properties"]["preset"]["enum"]
     from kepler_trainer.featuresets import PRESETS
 

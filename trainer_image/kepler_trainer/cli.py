@@ -198,6 +198,9 @@ def cmd_train_features(args, progress: Progress) -> dict:
     from . import featuresets, prom, train_features
     from .trainers import trainer_names
 
+    if getattr(args, "label_filter", None) or getattr(args, "label_equals", None):
+        raise ConfigError("--label-filter/--label-equals do not apply to --features: the feature set's selectors "
+                          "and join say which series count (docs/vm-models.md)")
     feature_set = featuresets.load(args.features, featuresets.parse_mapping(args.join_map or ""))
     paths = _input_paths(args)
     abs_trainers, dyn_trainers = trainer_names(args.abs_trainers), trainer_names(args.dyn_trainers)
