@@ -327,6 +327,46 @@ class AccuracyGate(_Model):
 
     max_mae: Annotated[float | None, Field(description="Largest MAE in watts a published model may have.",
                                            gt=0, le=1e6)] = None
+    max_mape: Annotated[float | None, Field(description="Largest zone MAPE in percent a published model may have.",
+                                            gt=0, le=1e6)] = None
+    max_idle_bias: Annotated[float | None, Field(
+        description="Largest |mean error| in watts on held-out idle rows (feature sets; docs/vm-models.md).",
+        gt=0, le=1e6)] = None
+
+
+class FeatureSetPreset(str, enum.Enum):
+    """The trainer's PromQL feature-set presets (docs/vm-models.md)."""
+
+    KEPLER_VM = "kepler-vm"
+    NODE_EXPORTER = "node-exporter"
+
+
+JOIN_VALUE = r"^[^,=\s]+$"
+JoinValue = Annotated[str, Field(min_length=1, max_length=253, pattern=JOIN_VALUE)]
+
+
+class FeatureSet(_Model):
+    """Train on a PromQL feature set instead of Kepler 0.7's feature groups: a preset, or a file."""
+
+    model_config = ConfigDict(json_schema_extra={CEL: [
+        cel("has(self.preset) != has(self.file)", "set exactly one of preset or file")]})
+
+    preset: Annotated[FeatureSetPreset | None, Field(description="A shipped feature set.")] = None
+    file: Annotated[str | None, Field(description="A feature-set YAML/JSON file, relative to the volume root.",
+                                      max_length=512, pattern=SAFE_REL_PATH)] = None
+    join_map: Annotated[dict[JoinValue, JoinValue], Field(
+        description="Feature-side label value -> target-side value, e.g. a guest's instance -> its host's vm_id.",
+        max_length=256, json_schema_extra={
+            "maxProperties": 256,
+            "additionalProperties": {"type": "string", "minLength": 1, "maxLength": 253, "pattern": JOIN_VALUE},
+            CEL: [cel("self.all(k, k.matches('" + JOIN_VALUE.replace("\\", "\\\\") + "') && size(k) <= 253)",  # CEL unescapes once
+                      "join keys: at most 253 characters, no ',', '=' or white space")]})] = {}
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FeatureSet:
+        if (self.preset is None) == (self.file is None):
+            raise ValueError("set exactly one of preset or file")
+        return self
 
 
 def _pipeline_name_free(name: str) -> str:
@@ -391,6 +431,13 @@ Schedule = Annotated[str, Field(
 class TrainingPipelineSpec(_Model):
     """What to train, from which data, and where to publish it."""
 
+    model_config = ConfigDict(json_schema_extra={CEL: [
+        cel("!(has(self.featureSet) && has(self.featureGroups))", "featureSet replaces featureGroups: set one",
+            fieldPath=".featureSet"),
+        cel("!has(self.featureSet) || !has(self.labelFilters) || size(self.labelFilters) == 0",
+            "labelFilters do not apply to a featureSet (its selectors and join say which series count)",
+            fieldPath=".labelFilters")]})
+
     prometheus: Annotated[PrometheusSource, Field(description="Where Kepler's metrics are queried.")]
     window: Annotated[Window, Field(description="Time range and step of the training data.")]
     pipeline_name: PipelineName
@@ -412,6 +459,9 @@ class TrainingPipelineSpec(_Model):
     feature_groups: Annotated[list[FeatureGroup] | None, Field(
         description="Feature groups to train; every group the data supports when unset.", min_length=1,
         max_length=8, json_schema_extra={"x-kubernetes-list-type": "set"})] = None
+    feature_set: Annotated[FeatureSet | None, Field(
+        description="Train on a PromQL feature set (models for machines that cannot measure power); "
+                    "replaces featureGroups.")] = None
     accuracy_gate: Annotated[AccuracyGate, Field(description="Publish only accurate enough models.")] = \
         AccuracyGate()
     storage: Annotated[Storage, Field(description="Where pipelines are published. Immutable.",
@@ -420,6 +470,14 @@ class TrainingPipelineSpec(_Model):
     schedule: Schedule | None = None
     suspend: Annotated[bool, Field(description="Start no new runs while true; a running one finishes.")] = False
     history_limit: Annotated[int, Field(description="How many finished runs (Jobs) to keep.", ge=1, le=20)] = 3
+
+    @model_validator(mode="after")
+    def _feature_set_or_groups(self) -> TrainingPipelineSpec:
+        if self.feature_set is not None and self.feature_groups:
+            raise ValueError("featureSet replaces featureGroups: set one")
+        if self.feature_set is not None and self.label_filters:
+            raise ValueError("labelFilters do not apply to a featureSet (its selectors and join say which series count)")
+        return self
 
 
 class EstimationInput(_Model):

@@ -215,10 +215,24 @@ def train_command(spec: api.TrainingPipelineSpec) -> list[str]:
     args += ["--abs-trainers", ",".join(spec.abs_trainers), "--dyn-trainers", ",".join(spec.dyn_trainers)]
     if spec.feature_groups:
         args += ["-fg", ",".join(spec.feature_groups)]
+    args += _feature_set_args(spec.feature_set)
     if spec.accuracy_gate.max_mae is not None:
         args += ["--max-mae", repr(spec.accuracy_gate.max_mae)]
+    for flag, bound in (("--max-mape", spec.accuracy_gate.max_mape), ("--max-idle-bias", spec.accuracy_gate.max_idle_bias)):
+        if bound is not None:
+            args += [flag, repr(bound)]
     return args + ["--data-path", WORK_DIR, "--model-path", _volume_path(spec.storage.sub_path),
                    "--termination-log", TERMINATION_LOG]
+
+
+def _feature_set_args(feature_set: api.FeatureSet | None) -> list[str]:
+    """`--features` (a preset, or the file on the pipeline's volume) and `--join-map` pairs."""
+    if feature_set is None:
+        return []
+    args = ["--features", feature_set.preset or _volume_path(feature_set.file)]
+    if feature_set.join_map:  # values carry no ',' or '=' (api.JoinValue): the list cannot be split wrongly
+        args += ["--join-map", ",".join(f"{k}={v}" for k, v in sorted(feature_set.join_map.items()))]
+    return args
 
 
 def estimate_command(spec: api.EnergyEstimationSpec, where: ModelLocation) -> list[str]:

@@ -119,6 +119,14 @@ MALFORMED = [
     (TP, "labelFilters", {f"l{i}": "x" for i in range(17)}, "spec.labelFilters"),
     (EE, "input", {"prometheus": {"url": "http://p:9090"}, "window": {"intervalSeconds": 600},
                    "labelFilters": {"job=~": "k.*"}}, "spec.input.labelFilters"),
+    # issue 15: feature sets
+    (TP, "featureSet", {}, "spec.featureSet"),
+    (TP, "featureSet", {"preset": "kepler-vm", "file": "sets/a.yaml"}, "spec.featureSet"),
+    (TP, "featureSet", {"preset": "gpu"}, "spec.featureSet.preset"),
+    (TP, "featureSet", {"file": "../etc/passwd"}, "spec.featureSet.file"),
+    (TP, "featureSet", {"preset": "kepler-vm", "joinMap": {"guest 1": "vm"}}, "spec.featureSet.joinMap"),
+    (TP, "featureSet", {"preset": "kepler-vm", "joinMap": {"guest": "vm,other=x"}}, "spec.featureSet.joinMap"),
+    (TP, "accuracyGate.maxMape", 0, "spec.accuracyGate.maxMape"),
 ]
 
 
@@ -227,6 +235,25 @@ def test_training_then_estimation(kube, ns, res, operator):
     assert est_job["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == "models"
     reasons = [e["reason"] for e in res.events("tp")]
     assert "RunStarted" in reasons and "Succeeded" in reasons
+
+
+def test_a_feature_set_pipeline_runs_the_trainer_with_the_preset_and_its_gate(kube, ns, res, operator):
+    """Issue 15: spec.featureSet reaches the Job's command; featureSet with featureGroups is refused."""
+    spec = {**TP_SPEC, "featureSet": {"preset": "kepler-vm", "joinMap": {"guest-1:9100": "vm-0001"}},
+            "accuracyGate": {"maxMape": 15, "maxIdleBias": 5}}
+    with pytest.raises(ApiException) as caught:
+        res.create(TP, "both", {**spec, "featureGroups": ["BPFOnly"]})
+    assert "featureSet replaces featureGroups" in caught.value.body
+    with pytest.raises(ApiException) as caught:
+        res.create(TP, "filtered", {**spec, "labelFilters": {"job": "node"}})
+    assert "labelFilters do not apply to a featureSet" in caught.value.body
+    with Kubelet(kube.client, ns, SELECTOR, mode=succeed):
+        tp = res.create(TP, "vm", spec)
+        res.wait_for(TP, "vm", ready)
+    (job,) = res.jobs(tp["metadata"]["uid"])
+    command = " ".join(job["spec"]["template"]["spec"]["containers"][0]["command"])
+    assert "--features kepler-vm --join-map guest-1:9100=vm-0001" in command
+    assert "--max-mape 15.0 --max-idle-bias 5.0" in command and " -fg " not in command
 
 
 def test_a_trainer_failure_becomes_a_condition_and_an_event(kube, ns, res, operator):

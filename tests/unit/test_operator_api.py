@@ -164,3 +164,30 @@ def test_enums_match_what_the_trainer_knows():
     trainers = pytest.importorskip("kepler_trainer.trainers")
     assert [g.value for g in api.FeatureGroup] == list(features.FEATURE_GROUPS)
     assert [t.value for t in api.Trainer] == list(trainers.TRAINERS)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"featureSet": {}}, "set exactly one of preset or file"),
+    ({"featureSet": {"preset": "kepler-vm", "file": "sets/a.yaml"}}, "set exactly one of preset or file"),
+    ({"featureSet": {"preset": "gpu"}}, "Input should be"),
+    ({"featureSet": {"file": "../etc/passwd"}}, "String should match pattern"),
+    ({"featureSet": {"preset": "kepler-vm", "joinMap": {"a,b": "vm"}}}, "String should match pattern"),
+    ({"featureSet": {"preset": "kepler-vm"}, "featureGroups": ["BPFOnly"]}, "featureSet replaces featureGroups"),
+    ({"featureSet": {"preset": "kepler-vm"}, "labelFilters": {"job": "node"}}, "labelFilters do not apply"),
+    ({"accuracyGate": {"maxMape": 0}}, "greater than 0"),
+])
+def test_feature_set_validation(change, message):
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        api.TrainingPipelineSpec.model_validate({**BASE_TP, **change})
+
+
+def test_feature_set_rules_are_in_the_crd():
+    spec = crdgen.crd(api.TrainingPipeline)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    rules = {r["rule"] for _, node in _walk(spec) for r in node.get("x-kubernetes-validations", [])}
+    assert "has(self.preset) != has(self.file)" in rules
+    assert "!(has(self.featureSet) && has(self.featureGroups))" in rules
+    assert any("size(self.labelFilters) == 0" in r for r in rules)
+    presets = spec["properties"]["featureSet"]["properties"]["preset"]["enum"]
+    from kepler_trainer.featuresets import PRESETS
+
+    assert sorted(presets) == sorted(PRESETS)  # the operator offers exactly the trainer's presets

@@ -345,3 +345,15 @@ def test_a_started_run_is_never_started_again(generation, started, rerun, schedu
     assert jobs.next_run(jobs=[*existing, started_view], **args) is None
     if run.schedule_time is not None:
         assert run.schedule_time <= now  # never early
+
+
+def test_train_command_with_a_feature_set():
+    cmd = jobs.train_command(tp(featureSet={"preset": "kepler-vm", "joinMap": {"guest-2:9100": "vm-b",
+                                                                              "guest-1:9100": "vm-a"}},
+                                accuracyGate={"maxMape": 12.5, "maxIdleBias": 3.0}))
+    text = " ".join(cmd)
+    assert "--features kepler-vm --join-map guest-1:9100=vm-a,guest-2:9100=vm-b" in text  # sorted pairs
+    assert "--max-mape 12.5 --max-idle-bias 3.0" in text and "-fg" not in cmd
+    from_file = jobs.train_command(tp(featureSet={"file": "sets/guests.yaml"}, storage={"subPath": "team-a"}))
+    assert from_file[from_file.index("--features") + 1] == "/models/sets/guests.yaml"
+    assert "--join-map" not in from_file

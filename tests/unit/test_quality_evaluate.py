@@ -68,3 +68,23 @@ def test_pooled_errors_score_each_row_once_with_its_own_fold():
     assert pooled["dram_mae"] == pytest.approx(0.5)
     assert pooled["mae"] == pooled["package_mae"]
     assert pooled["package_r2"] == pytest.approx(1 - (4 + 4 + 0 + 64) / 500)
+
+
+def test_idle_rows_and_idle_bias():
+    import numpy as np
+    import pandas as pd
+
+    from kepler_trainer import evaluate
+
+    busy = np.array([0.0, 0.04, 0.5, 2.0, 0.01, 1.0])
+    idle = evaluate.idle_rows(busy)  # within 5 % of the 0..2 range: <= 0.1 cores
+    assert idle.tolist() == [True, True, False, False, True, False]
+    measured = pd.DataFrame({"package_power": [10.0, 11, 30, 60, 10, 40], "dram_power": [5.0] * 6})
+    held_out = [pd.DataFrame({"package_power": [13.0, 31], "dram_power": [4.0, 5]}, index=[0, 2]),
+                pd.DataFrame({"package_power": [12.0], "dram_power": [5.0]}, index=[4])]
+    bias = evaluate.idle_bias(measured, held_out, idle)
+    assert bias["package_idle_bias"] == pytest.approx(2.5)  # rows 0 and 4: +3, +2
+    assert bias["dram_idle_bias"] == pytest.approx(-0.5)
+    assert bias["idle_bias"] == pytest.approx(2.5) and bias["idle_test_rows"] == 2
+    none = evaluate.idle_bias(measured, [held_out[0].loc[[2]]], idle)
+    assert none["idle_bias"] is None and none["package_idle_bias"] is None

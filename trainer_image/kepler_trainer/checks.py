@@ -13,6 +13,7 @@ twice (`-i A,A`, or overlapping dumps) is merged: each timestamp counted once, t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -53,14 +54,19 @@ def _is_counter(metric: str) -> bool:
     return metric.startswith("kepler_") and metric.endswith("_total")
 
 
-def check_input(result: QueryResult) -> tuple[QueryResult, InputReport]:
+def prometheus_counter(metric: str) -> bool:
+    """Any counter by Prometheus' naming rule: what a PromQL feature set reads (node_*_total, ...)."""
+    return metric.endswith("_total")
+
+
+def check_input(result: QueryResult, is_counter: Callable[[str], bool] = _is_counter) -> tuple[QueryResult, InputReport]:
     """The result with bad counter samples dropped and repeated series merged, and the report.
 
     InputError when the timestamps are not seconds, a series contradicts itself, or too much is bad."""
     report = InputReport()
     checked = QueryResult()
     for metric, series_list in result.metrics.items():
-        if not _is_counter(metric):
+        if not is_counter(metric):
             checked.metrics[metric] = series_list
             continue
         before = InputReport(**{k: v for k, v in report.__dict__.items()})

@@ -177,15 +177,17 @@ def _settings(args, sources, groups, abs_trainers, dyn_trainers, profiles=None) 
     return TrainSettings(
         pipeline_name=_pipeline_name(args), sources=sources, feature_groups=groups,
         abs_trainers=abs_trainers, dyn_trainers=dyn_trainers, extractor=args.extractor, isolator=args.isolator,
-        profiles=profiles or {}, node_type=args.node_type, seed=args.seed, split=args.split,
+        profiles=profiles or {}, node_type=args.node_type, seed=args.seed, split=args.split or "random",
         max_mae=args.max_mae, machine_spec=_machine_spec(args), n_jobs=args.jobs, tuning=args.tuning,
-        lock_timeout=args.lock_timeout,
+        lock_timeout=args.lock_timeout, max_mape=args.max_mape, max_idle_bias=args.max_idle_bias,
         arguments={k: v for k, v in vars(args).items() if not callable(v) and k != "server_given"})
 
 
 # -- commands ------------------------------------------------------------------------------------------
 
 def cmd_train(args, progress: Progress) -> dict:
+    if args.features:
+        return cmd_train_features(args, progress)
     _input_paths(args)
     _pipeline_name(args)
     _preflight(args, _model_path(args), "model path")
@@ -214,6 +216,50 @@ def cmd_train(args, progress: Progress) -> dict:
     progress.stage(f"published {summary['path']} ({summary['models']} models, {summary['skipped']} skipped)")
     _print_best(results)
     return summary
+
+
+def cmd_train_features(args, progress: Progress) -> dict:
+    """`train --features`: a PromQL feature set, from Prometheus (-s) or a query dump (-i)."""
+    from . import featuresets, prom, train_features
+    from .checks import check_input, prometheus_counter
+    from .trainers import trainer_names
+
+    if getattr(args, "label_filter", None) or getattr(args, "label_equals", None):
+        raise ConfigError("--label-filter/--label-equals do not apply to --features: the feature set's selectors "
+                          "and join say which series count (docs/vm-models.md)")
+    feature_set = featuresets.load(args.features, featuresets.parse_mapping(args.join_map or ""))
+    paths = _input_paths(args)
+    abs_trainers, dyn_trainers = trainer_names(args.abs_trainers), trainer_names(args.dyn_trainers)
+    if paths:
+        result = _load_inputs(args, progress)
+    else:
+        settings = prom.settings_from_args(args)
+        progress.stage(f"querying {settings.url} for feature set {feature_set.name}")
+        result = featuresets.fetch(settings, feature_set)
+    result, checks = check_input(result, is_counter=prometheus_counter)
+    progress.stage(f"extracting feature set {feature_set.name} ({result.sample_count:,} samples)")
+    extracted = featuresets.extract(result, feature_set)
+    del result
+    args.split = args.split or "workload"  # honest figures for models meant for other machines
+    sources = train_features.sources(feature_set)
+    settings = _settings(args, sources, [feature_set.name], abs_trainers, dyn_trainers)
+    settings.onnx = args.onnx
+    settings.input_checks = checks.as_dict()
+    progress.stage("training")
+    fits = len(extracted.power) * (len(abs_trainers) + len(dyn_trainers))
+    summary = train_features.run(extracted, feature_set, settings, _model_path(args), progress.counter(fits))
+    results = summary.pop("results")
+    progress.stage(f"published {summary['path']} ({summary['models']} models, {summary['skipped']} skipped)")
+    _print_best(results)
+    summary["input_checks"] = settings.input_checks
+    summary["onnx_exportable"] = sum(1 for r in results if r.ok and _exportable(summary["path"], r))
+    return summary
+
+
+def _exportable(path: str, result: "Trained") -> bool:
+    table = result.table
+    return (Path(path) / table.source / table.output_type.value / table.group / result.metadata["model_name"]
+            / "model.onnx").is_file()
 
 
 def _print_best(results: list[Trained]) -> None:
@@ -400,8 +446,21 @@ def _training(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--dyn-trainers", default="default", help="DynPower trainers, as --abs-trainers")
     t.add_argument("--trainers", default="default", help="trainers for train_from_data, as --abs-trainers")
     t.add_argument("--seed", type=int, default=0, help="random seed of the split and the trainers")
-    t.add_argument("--split", default="random", choices=["random", "time", "workload"],
-                   help="held-out 10%%: random rows (upstream) or the last 10%% of time; or 'workload': leave "
+    t.add_argument("--features", default=None, metavar="PRESET_OR_FILE",
+                   help="train on a PromQL feature set instead of Kepler 0.7's groups: a preset (kepler-vm, "
+                   "node-exporter) or a YAML/JSON file (docs/vm-models.md)")
+    t.add_argument("--join-map", default=None, metavar="F=T,...",
+                   help="with --features: feature-side label value = target-side value, e.g. the guest's "
+                   "instance=the host's vm_id")
+    t.add_argument("--onnx", action=argparse.BooleanOptionalAction, default=True,
+                   help="with --features: export every convertible model to ONNX, checked against the "
+                   "native model (default: on)")
+    t.add_argument("--max-mape", type=float, default=None, help="accuracy gate: largest zone MAPE in %%")
+    t.add_argument("--max-idle-bias", type=float, default=None,
+                   help="accuracy gate: largest |mean error| on idle rows, in watts (feature sets)")
+    t.add_argument("--split", default=None, choices=["random", "time", "workload"],
+                   help="held-out 10%%: random rows (upstream default) or the last 10%% of time; or 'workload' "
+                   "(the default with --features): leave "
                    "each run out in turn (runs: a 'workload' column, else pauses in the timestamps, else 5 "
                    "time blocks) and publish the model fitted on every row")
     t.add_argument("--tuning", default="blocked", choices=["blocked", "random", "off"],

@@ -106,3 +106,31 @@ def errors(measured: pd.DataFrame, predicted: pd.DataFrame) -> dict[str, float |
     out["mae"] = max(maes)
     out["mape"] = max(mapes)
     return out
+
+
+IDLE_ROWS = "busy CPU time <= its minimum + 5 % of its range over the training table"
+IDLE_FRACTION = 0.05
+
+
+def idle_rows(busy: np.ndarray) -> np.ndarray:
+    """Rows of a machine at rest: busy CPU time (cores) within `IDLE_FRACTION` of its range above the
+    minimum. Relative to the table, so it needs the table to include rest; a table that never rested
+    has its least busy rows called idle (documented in docs/vm-models.md)."""
+    lo, hi = float(np.min(busy)), float(np.max(busy))
+    return busy <= lo + IDLE_FRACTION * (hi - lo)
+
+
+def idle_bias(measured: pd.DataFrame, predictions: list[pd.DataFrame], idle: np.ndarray) -> dict[str, float | None]:
+    """Mean (predicted - measured) over the held-out idle rows per zone, and the largest in magnitude as
+    `idle_bias`; None where no held-out row is idle."""
+    predicted = pd.concat(predictions)
+    mask = pd.Series(idle, index=measured.index).loc[predicted.index].to_numpy()
+    out: dict[str, float | None] = {}
+    for column in measured.columns:
+        zone = column.removesuffix("_power")
+        diff = predicted[column].to_numpy(float)[mask] - measured.loc[predicted.index, column].to_numpy(float)[mask]
+        out[f"{zone}_idle_bias"] = float(diff.mean()) if diff.size else None
+    values = [v for k, v in out.items() if v is not None]
+    out["idle_bias"] = max(values, key=abs) if values else None
+    out["idle_test_rows"] = int(mask.sum())
+    return out

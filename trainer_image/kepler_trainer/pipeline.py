@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable
 
+import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed, parallel_config
 
@@ -57,6 +58,10 @@ class TrainSettings:
     arguments: dict = field(default_factory=dict)
     lock_timeout: float = publish_lock.DEFAULT_TIMEOUT  # seconds to wait for another run of this pipeline
     input_checks: dict = field(default_factory=dict)  # checks.InputReport of the inputs
+    max_mape: float | None = None        # accuracy gate on the largest zone MAPE (%)
+    max_idle_bias: float | None = None   # accuracy gate on the largest |idle bias| (W)
+    onnx: bool = False                   # export each model to ONNX, checked (onnx_export)
+    inputs: list[dict] | None = None     # the models' inputs as the ONNX manifest describes them
 
 
 @dataclass
@@ -71,6 +76,7 @@ class Table:
     data: pd.DataFrame
     idle: dict[str, float] = field(default_factory=dict)
     shift_of: "Table | None" = None  # the AbsPower table this one equals minus `idle`, if exactly so
+    busy: list[str] = field(default_factory=list)  # features summing to busy CPU time (idle rows)
 
 
 @dataclass
@@ -121,6 +127,9 @@ def _score(table: Table, trainer: str, model: PowerModel, held_out: list[tuple[P
     test_rows = sum(len(rows) for _, rows in held_out)
     result = Trained(table, trainer, evaluate.pooled_errors(Y, predicted), train_rows=len(train_rows),
                      test_rows=test_rows)
+    if table.busy:
+        idle = evaluate.idle_rows(table.data[table.busy].sum(axis=1).to_numpy(float))
+        result.metrics.update(evaluate.idle_bias(Y, predicted, idle))
     result.metadata = model_metadata(result, model, settings, folds=len(held_out))
     result.held_out = report.held_out_sample(table.data, table.power, predicted, _fold_labels(table.data, held_out))
     return result
@@ -185,12 +194,14 @@ def fit_and_score(table: Table, trainer: str, settings: TrainSettings, folder: P
     results = [first]
     if folder is not None:
         save_model(_model_folder(folder, first), model, first.metadata)
+        _export_onnx(_model_folder(folder, first), model, first, data, held_out, settings)
     for twin in derived:
         result = _score(twin, trainer, model.shifted(twin.idle), held_out, train_rows, settings, offsets=twin.idle)
         result.metadata.update(derived_from=table.output_type.value, fit_warnings=fit_warnings)
         if folder is not None:
             save_model(_model_folder(folder, result), model.shifted(twin.idle), result.metadata,
                        same_regressors=_model_folder(folder, first))
+            _export_onnx(_model_folder(folder, result), model.shifted(twin.idle), result, data, held_out, settings)
         results.append(result)
     return results
 
@@ -264,8 +275,45 @@ def model_metadata(trained: Trained, model: PowerModel, settings: TrainSettings,
                        "tuning": settings.tuning},
         "hyperparameters": getattr(model, "tuned_", {}),
         "constant_components": [c for c in model.components_ if model.is_constant(c)],
-        "passed_gate": settings.max_mae is None or trained.metrics["mae"] <= settings.max_mae,
+        "passed_gate": passes_gate(trained.metrics, settings),
+        **({"idle_rows": evaluate.IDLE_ROWS} if table.busy else {}),
     }
+
+
+def passes_gate(metrics: dict, settings: TrainSettings) -> bool:
+    """Every bound the run was given holds: MAE and MAPE (largest zone), |idle bias| (largest zone)."""
+    bias = metrics.get("idle_bias")
+    return ((settings.max_mae is None or metrics["mae"] <= settings.max_mae)
+            and (settings.max_mape is None or 0 <= metrics["mape"] <= settings.max_mape)
+            and (settings.max_idle_bias is None or (bias is not None and abs(bias) <= settings.max_idle_bias)))
+
+
+def _export_onnx(folder: Path, model: PowerModel, trained: Trained, data: pd.DataFrame, held_out, settings) -> None:
+    """`model.onnx` and `onnx_manifest.json` beside the native model when the run asks for ONNX."""
+    if not settings.onnx:
+        return
+    from .onnx_export import export  # onnx and onnxruntime: imported only by runs that export
+
+    rows = np.unique(np.concatenate([np.asarray(r) for _, r in held_out]))
+    onnx_bytes, check = export(model, data.iloc[rows][trained.table.features])
+    if onnx_bytes is not None:
+        (folder / "model.onnx").write_bytes(onnx_bytes)
+    meta = trained.metadata
+    by_name = {i["name"]: i for i in settings.inputs or []}
+    write_json(folder / "onnx_manifest.json", {
+        "format": "onnx", "file": "model.onnx" if onnx_bytes is not None else None, "check": check,
+        "input": {"name": "features", "shape": ["rows", len(trained.table.features)],
+                  "type": check.get("input_type")},
+        "inputs": [by_name.get(f, {"name": f}) for f in trained.table.features],
+        "outputs": [{"name": p.removesuffix("_power"), "unit": "W", "shape": ["rows", 1]} for p in trained.table.power],
+        "output_type": meta["output_type"], "energy_source": meta["energy_source"],
+        "feature_group": meta["feature_group"], "trainer": meta["trainer"], "model_name": meta["model_name"],
+        "machine": {"node_type": settings.node_type, "machine_spec": settings.machine_spec},
+        "evaluation": {**meta["evaluation"], **{k: v for k, v in meta.items()
+                                                if k.endswith(("_mae", "_mape", "_r2", "_idle_bias"))
+                                                or k in ("mae", "mape", "idle_bias", "idle_rows")}},
+        "passed_gate": meta["passed_gate"],
+    })
 
 
 METADATA_COLUMNS = ["model_name", "model_class", "model_file", "features", "fe_files", "output_type", "mae", "mape"]
@@ -454,7 +502,7 @@ def best_models(results: list[Trained], node_type: int, max_mae: float | None = 
     best: dict[tuple[str, str], Trained] = {}
     best_weights: dict[tuple[str, str], Trained] = {}  # the best Kepler's regressor runs from weight.json
     for r in results:
-        if not r.ok or (max_mae is not None and r.metrics["mae"] > max_mae):
+        if not r.ok or (max_mae is not None and r.metrics["mae"] > max_mae) or not r.metadata.get("passed_gate", True):
             continue
         key = (r.table.source, r.table.output_type.value)
         loadable = kepler_weights_of(TRAINERS[r.trainer], len(r.table.features))[0]
@@ -497,6 +545,9 @@ def train_and_publish(tables: list[Table], settings: TrainSettings, model_path: 
         if not any(r.ok for r in results):
             reasons = sorted({r.reason for r in results if r.reason})
             raise TooFewSamplesError(f"no trainer could fit the data: {'; '.join(reasons)[:300]}")
+        if settings.max_mae is None and not best_models(results, settings.node_type):
+            raise AccuracyGateError(f"no model passed the gate (MAPE <= {settings.max_mape} %, |idle bias| <= "
+                                    f"{settings.max_idle_bias} W); nothing was published")
         if settings.max_mae is not None and not best_models(results, settings.node_type, settings.max_mae):
             lowest = min(r.metrics["mae"] for r in results if r.ok)
             raise AccuracyGateError(f"no model reached MAE <= {settings.max_mae} W (best was {lowest:.2f} W); "

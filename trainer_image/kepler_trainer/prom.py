@@ -596,6 +596,21 @@ def fetch(settings: PromSettings, *, metric_filter: MetricFilter = None) -> Quer
     return result
 
 
+def fetch_queries(settings: PromSettings, queries: list[str]) -> dict[str, list[Series]]:
+    """Each PromQL query (as written, without the label filters) over the window, chunked like `fetch`."""
+    with _Client(settings) as client:
+        start_ms, _, step_ms = _grid(settings)
+        windows = chunk_windows(settings)
+        parts: dict[str, list[list[Series]]] = {q: [[] for _ in windows] for q in queries}
+
+        def one(query: str, index: int) -> None:
+            first, last = windows[index]
+            parts[query][index] = _query_points(client, query, start_ms, step_ms, first, last)
+
+        _run_bounded([(q, i) for q in queries for i in range(len(windows))], one, settings.concurrency)
+    return {query: _stitch(chunks) for query, chunks in parts.items()}
+
+
 def _wanted(names: list[str], metric_filter: MetricFilter) -> list[str]:
     if metric_filter is None:
         return names

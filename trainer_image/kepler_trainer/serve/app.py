@@ -28,6 +28,7 @@ from . import rsgi
 from .catalog import Catalog
 from .errors import BodyTooLarge, InvalidRequest, ServeError
 from .metrics import RequestMetrics, exposition
+from .onnx_routes import build_onnx_router
 from .routes import Reply, Service, build_router, error_reply, to_response
 from .schema import describe_validation_error
 
@@ -74,6 +75,7 @@ def create_app(models_dir: Path, *, default_pipeline: str | None = None,
                   description="Serves the power models published under the models folder to Kepler.")
     app.state.service = service
     app.include_router(build_router(lambda request: request.app.state.service))
+    app.include_router(build_onnx_router(Path(models_dir)))
 
     @app.get("/metrics", summary="Prometheus exposition: served models and request metrics")
     async def metrics() -> Response:
