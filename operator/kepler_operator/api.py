@@ -18,6 +18,15 @@ from croniter import croniter
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from kepler_contract.vocabulary import (  # the vocabulary the trainer accepts (re-exported: the API's names)
+    RESERVED_PIPELINE_NAMES as RESERVED_PIPELINE_NAMES,
+    Extractor as Extractor,
+    FeatureGroup as FeatureGroup,
+    IsolatorType as IsolatorType,
+    OutputType as OutputType,
+    Trainer as Trainer,
+)
+
 GROUP = "modeltraining.kepler.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -30,10 +39,6 @@ SAFE_REL_PATH = r"^(?:[A-Za-z0-9_][A-Za-z0-9_.-]*)(?:/[A-Za-z0-9_][A-Za-z0-9_.-]
 """A relative path of plain segments: no leading `/`, no `..`, no hidden segments."""
 
 CEL = "x-kubernetes-validations"
-
-RESERVED_PIPELINE_NAMES = frozenset({"estimations"})
-"""Names a pipeline folder may not take: `estimations/` holds EnergyEstimation results beside the pipelines
-(kept equal to the trainer's `features.RESERVED_PIPELINE_NAMES` by a unit test)."""
 
 
 def cel(rule: str, message: str, **extra: str) -> dict[str, Any]:
@@ -57,60 +62,6 @@ class EnergySource(str, enum.Enum):
 
     RAPL_SYSFS = "rapl-sysfs"
     ACPI = "acpi"
-
-
-class OutputType(str, enum.Enum):
-    """Absolute node power, or the dynamic part above idle."""
-
-    ABS_POWER = "AbsPower"
-    DYN_POWER = "DynPower"
-
-
-class FeatureGroup(str, enum.Enum):
-    """A set of Kepler workload metrics used as model inputs (the trainer's groups)."""
-
-    COUNTER_ONLY = "CounterOnly"
-    BPF_ONLY = "BPFOnly"
-    BPF_IRQ = "BPFIRQ"
-    COUNTER_IRQ_COMBINED = "CounterIRQCombined"
-    BASIC = "Basic"
-    WORKLOAD_ONLY = "WorkloadOnly"
-    KUBELET_ONLY = "KubeletOnly"
-    CGROUP_ONLY = "CgroupOnly"
-
-
-class Trainer(str, enum.Enum):
-    """A regressor family the trainer image knows."""
-
-    POLYNOMIAL = "PolynomialRegressionTrainer"
-    GRADIENT_BOOSTING = "GradientBoostingRegressorTrainer"
-    KNEIGHBORS = "KNeighborsRegressorTrainer"
-    LINEAR = "LinearRegressionTrainer"
-    SVR = "SVRRegressorTrainer"
-    XGBOOST = "XgboostFitTrainer"
-    SGD = "SGDRegressorTrainer"
-    LOGARITHMIC = "LogarithmicRegressionTrainer"
-    LOGISTIC = "LogisticRegressionTrainer"
-    EXPONENTIAL = "ExponentialRegressionTrainer"
-    HIST_GRADIENT_BOOSTING = "HistGradientBoostingTrainer"
-    MONOTONIC_HIST_GRADIENT_BOOSTING = "MonotonicHistGradientBoostingTrainer"
-    EXTRA_TREES = "ExtraTreesTrainer"
-
-
-class Extractor(str, enum.Enum):
-    """How features are extracted from the raw series."""
-
-    DEFAULT = "default"
-    SMOOTH = "smooth"
-
-
-class IsolatorType(str, enum.Enum):
-    """How idle power is separated from dynamic power."""
-
-    NONE = "none"
-    MIN = "min"
-    PROFILE = "profile"
-    TRAINER = "trainer"
 
 
 class Phase(str, enum.Enum):
@@ -466,7 +417,7 @@ class ModelSelector(_Model):
         max_length=512, pattern=SAFE_REL_PATH)] = None
     energy_source: Annotated[EnergySource, Field(description="Energy source of the model.")] = \
         EnergySource.RAPL_SYSFS
-    output_type: Annotated[OutputType, Field(description="AbsPower or DynPower.")] = OutputType.ABS_POWER
+    output_type: Annotated[OutputType, Field(description="AbsPower or DynPower.")] = OutputType.ABS
     feature_group: Annotated[FeatureGroup | None, Field(
         description="Feature group; the best one available when unset.")] = None
     model_name: Annotated[str | None, Field(description="A model folder name; the best (lowest MAE) when unset.",

@@ -18,10 +18,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from croniter import croniter
+from kepler_contract.exits import PERMANENT_EXIT_CODES
 
 from . import api
-from .errors import EXIT_CODES, RETRYABLE_EXIT_CODES, InvalidSpecError, PipelineNotFoundError, \
-    PipelineNotReadyError
+from .errors import InvalidSpecError, PipelineNotFoundError, PipelineNotReadyError
 
 MANAGED_BY = "kepler-model-operator"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -321,7 +321,6 @@ def job_manifest(owner: Owner, run: RunRequest, command: list[str], job: api.Job
     }
     if defaults.service_account:
         pod_spec["serviceAccountName"] = defaults.service_account
-    permanent = sorted(code for code in EXIT_CODES if code not in RETRYABLE_EXIT_CODES)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -339,7 +338,7 @@ def job_manifest(owner: Owner, run: RunRequest, command: list[str], job: api.Job
             "ttlSecondsAfterFinished": job.ttl_seconds_after_finished,
             "podFailurePolicy": {"rules": [
                 {"action": "FailJob", "onExitCodes": {"containerName": CONTAINER, "operator": "In",
-                                                      "values": permanent}},
+                                                      "values": list(PERMANENT_EXIT_CODES)}},
                 {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
             ]},
             "template": {"metadata": {"labels": labels, "annotations": annotations}, "spec": pod_spec},

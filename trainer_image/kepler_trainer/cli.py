@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from . import __version__
 from .errors import ConfigError, InputError, KeplerModelError, TooFewSamplesError
 from .features import DEFAULT_FEATURE_GROUPS, FEATURE_GROUPS, energy_source, output_type, pipeline_name_problem
+from kepler_contract.vocabulary import EXTRACTORS, ISOLATORS, OUTPUT_TYPES, SPLITS, TUNINGS
 
 # The scientific stack (pandas, scikit-learn, skops, scipy) takes seconds to import on a busy node:
 # commands import what they use, so `--help`, usage errors and `serve` start at once.
@@ -23,8 +24,6 @@ if TYPE_CHECKING:
     from .checks import InputReport
     from .data import QueryResult
     from .pipeline import Trained, TrainSettings
-
-ISOLATORS = ("none", "min", "profile", "trainer")
 
 TERMINATION_LOG_LIMIT = 4096
 DEFAULT_PIPELINE = "std_v0.7.11"
@@ -371,7 +370,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     m.add_argument("-p", "--pipeline-name", default=None, help=f"pipeline name (train default: {DEFAULT_PIPELINE})")
     m.add_argument("-e", "--energy-source", default="rapl-sysfs",
                    help="energy source(s): rapl-sysfs (alias rapl: package, core, uncore, dram), acpi (platform)")
-    m.add_argument("-ot", "--output-type", default="AbsPower", choices=["AbsPower", "DynPower"],
+    m.add_argument("-ot", "--output-type", default="AbsPower", choices=OUTPUT_TYPES,
                    help="node power with idle (AbsPower) or dynamic power only (DynPower)")
     m.add_argument("-fg", "--feature-group", default="",
                    help=f"feature group(s), comma list (default: all the data supports: {', '.join(DEFAULT_FEATURE_GROUPS)})")
@@ -384,7 +383,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def _training(parser: argparse.ArgumentParser) -> None:
     t = parser.add_argument_group("training")
-    t.add_argument("--extractor", default="default", choices=["default", "smooth"],
+    t.add_argument("--extractor", default="default", choices=EXTRACTORS,
                    help="default: per-interval rates; smooth: 30-sample rolling mean")
     t.add_argument("--isolator", default="min", choices=ISOLATORS,
                    help="how idle power is removed for DynPower models (default: min)")
@@ -400,11 +399,11 @@ def _training(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--dyn-trainers", default="default", help="DynPower trainers, as --abs-trainers")
     t.add_argument("--trainers", default="default", help="trainers for train_from_data, as --abs-trainers")
     t.add_argument("--seed", type=int, default=0, help="random seed of the split and the trainers")
-    t.add_argument("--split", default="random", choices=["random", "time", "workload"],
+    t.add_argument("--split", default="random", choices=SPLITS,
                    help="held-out 10%%: random rows (upstream) or the last 10%% of time; or 'workload': leave "
                    "each run out in turn (runs: a 'workload' column, else pauses in the timestamps, else 5 "
                    "time blocks) and publish the model fitted on every row")
-    t.add_argument("--tuning", default="blocked", choices=["blocked", "random", "off"],
+    t.add_argument("--tuning", default="blocked", choices=TUNINGS,
                    help="how trainers with candidate settings pick one, by cross-validation on the training "
                    "rows only: contiguous time folds (default), shuffled folds, or no tuning")
     t.add_argument("--max-mae", type=float, default=None, help="accuracy gate in watts: only models under it "
