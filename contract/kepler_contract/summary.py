@@ -106,12 +106,13 @@ class RunSummary:
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> RunSummary:
         error, model, best, components = obj.get("error"), obj.get("model"), obj.get("best"), obj.get("components")
+        best_list = best if isinstance(best, list) else []
         return cls(
             ok=obj.get("ok") is True, command=_str(obj.get("command")),
             error=ErrorSummary.from_json(error) if isinstance(error, dict) else None,
             path=_optional_str(obj.get("path")), archive=_optional_str(obj.get("archive")),
             report=_optional_str(obj.get("report")), models=_int(obj.get("models")) or 0,
-            best=tuple(ModelSummary.from_json(e) for e in best if isinstance(e, dict)) if isinstance(best, list) else (),
+            best=tuple(ModelSummary.from_json(e) for e in best_list if isinstance(e, dict)),
             result=_optional_str(obj.get("result")),
             model=ModelSummary.from_json(model) if isinstance(model, dict) else None,
             samples=_int(obj.get("samples")),

@@ -20,10 +20,20 @@ from pydantic.alias_generators import to_camel
 
 from kepler_contract.vocabulary import (  # the vocabulary the trainer accepts (re-exported: the API's names)
     RESERVED_PIPELINE_NAMES as RESERVED_PIPELINE_NAMES,
+)
+from kepler_contract.vocabulary import (
     Extractor as Extractor,
+)
+from kepler_contract.vocabulary import (
     FeatureGroup as FeatureGroup,
+)
+from kepler_contract.vocabulary import (
     IsolatorType as IsolatorType,
+)
+from kepler_contract.vocabulary import (
     OutputType as OutputType,
+)
+from kepler_contract.vocabulary import (
     Trainer as Trainer,
 )
 

@@ -3,7 +3,8 @@
 Every handler ends in the same level-based `reconcile`: it reads the resource and its Jobs (kopf
 indexes, filled from watches before any handler runs) and, once a run's Job has finished, the pods
 of that Job (one list call with a label selector, so the operator never watches every pod of the
-cluster); it asks the pure planners in `jobs` and `status` what should exist, and makes it so. Jobs have deterministic names, so a retried or duplicated create
+cluster); it asks the pure planners in `jobs` and `status` what should exist, and makes it so. Jobs have
+deterministic names, so a retried or duplicated create
 is a harmless 409, and a restarted operator converges without a second Job. There is no delete
 handler and so no finalizer: Jobs go with their owner through owner references, and the volume
 (shared with Kepler) is never touched.
@@ -76,7 +77,8 @@ class Kube:
             else:
                 raise kopf.TemporaryError(f"creating Job {meta['name']}: {exc.status} {exc.reason}", delay=10) \
                     from exc
-        return json.loads(response.data)
+        job: dict[str, Any] = json.loads(response.data)
+        return job
 
     def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         """The pods matching a label selector (filtered by the API server)."""
@@ -233,7 +235,8 @@ def _slim(body: Mapping[str, Any], *, spec: bool = False) -> dict[str, Any]:
             "status": dict(body.get("status") or {})}
     if spec:
         keep["spec"] = dict(body.get("spec") or {})
-    return _plain(keep)
+    plain: dict[str, Any] = _plain(keep)
+    return plain
 
 
 def _plain(value: Any) -> Any:
@@ -255,14 +258,14 @@ def jobs_by_owner(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[Any, A
 
 
 @kopf.index(*TP)
-def pipelines(body: kopf.Body, namespace: str, name: str, uid: str, **_: Any) -> dict[Any, Any]:
+def pipelines(body: kopf.Body, namespace: str | None, name: str, uid: str, **_: Any) -> dict[Any, Any]:
     """TrainingPipelines by uid and by (namespace, name)."""
     slim = _slim(body, spec=True)
     return {uid: slim, (namespace, name): slim}
 
 
 @kopf.index(*EE)
-def estimations(body: kopf.Body, uid: str, namespace: str, spec: kopf.Spec, **_: Any) -> dict[Any, Any]:
+def estimations(body: kopf.Body, uid: str, namespace: str | None, spec: kopf.Spec, **_: Any) -> dict[Any, Any]:
     """EnergyEstimations by uid, and their uids by the (namespace, name) of the pipeline they use."""
     ref = ((spec.get("model") or {}).get("pipelineRef") or {}).get("name")
     out: dict[Any, Any] = {uid: _slim(body, spec=True)}
@@ -329,7 +332,8 @@ async def _result_of(state: State, job: Mapping[str, Any] | None, old: Mapping[s
     if (old.get("lastRun") or {}).get("jobName") == name and old.get("phase") in TERMINAL:
         return None
     labels = job["metadata"].get("labels") or {}
-    selector = f"{jobs.LABEL_OWNER_UID}={labels.get(jobs.LABEL_OWNER_UID)},{jobs.LABEL_RUN}={labels.get(jobs.LABEL_RUN)}"
+    selector = (f"{jobs.LABEL_OWNER_UID}={labels.get(jobs.LABEL_OWNER_UID)},"
+                f"{jobs.LABEL_RUN}={labels.get(jobs.LABEL_RUN)}")
     pods = await asyncio.to_thread(state.kube.list_pods, job["metadata"]["namespace"], selector)
     return status.newest_terminated(pods, name)
 
@@ -455,7 +459,7 @@ async def child_changed(labels: kopf.Labels, **kwargs: Any) -> None:
     owner_uid = labels.get(jobs.LABEL_OWNER_UID)
     kind = labels.get(jobs.LABEL_KIND)
     owner = _one(kwargs["pipelines"] if kind == api.TrainingPipeline.kind else kwargs["estimations"], owner_uid)
-    if owner is not None:
+    if owner is not None and kind is not None:
         await _reconcile_kwargs(kind, owner, kwargs)
     if labels.get(jobs.LABEL_LOCATION):
         await _wake_waiting_writers(kwargs)
@@ -472,7 +476,7 @@ async def _wake_waiting_writers(kwargs: dict[str, Any]) -> None:
 
 
 @kopf.on.event(*TP)
-async def pipeline_event(type: str, body: kopf.Body, uid: str, namespace: str, name: str, **kwargs: Any) -> None:
+async def pipeline_event(type: str, body: kopf.Body, uid: str, namespace: str | None, name: str, **kwargs: Any) -> None:
     """Forget deleted pipelines; wake the estimations waiting for a pipeline that just published."""
     if type == "DELETED":
         kwargs["memo"].state.forget(uid)

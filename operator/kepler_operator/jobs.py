@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from croniter import croniter
+
 from kepler_contract.exits import PERMANENT_EXIT_CODES
 
 from . import api

@@ -55,10 +55,8 @@ class Transition:
 
 
 def _job_condition(job: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
-    for cond in (job.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == kind and cond.get("status") == "True":
-            return cond
-    return None
+    conditions: list[Mapping[str, Any]] = (job.get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c.get("type") == kind and c.get("status") == "True"), None)
 
 
 def _failure(job: Mapping[str, Any], terminated: Mapping[str, Any] | None,
@@ -146,10 +144,10 @@ def merge_conditions(old: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str
     merged = []
     for cond in new:
         prior = before.get(cond["type"])
-        flipped = prior is None or prior.get("status") != cond["status"]
+        kept = prior["lastTransitionTime"] if prior is not None and prior.get("status") == cond["status"] else None
         merged.append({"type": cond["type"], "status": cond["status"], "reason": cond["reason"],
                        "message": cond.get("message", "")[:MAX_MESSAGE],
-                       "lastTransitionTime": now if flipped else prior["lastTransitionTime"],
+                       "lastTransitionTime": now if kept is None else kept,
                        "observedGeneration": generation})
     return merged
 
@@ -304,7 +302,7 @@ def transitions(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Transiti
     """Events for a status change: one per phase change, carrying the Ready condition's reason."""
     if old.get("phase") == new.get("phase"):
         return []
-    ready = next((c for c in new.get("conditions") or [] if c["type"] == "Ready"), {})
+    ready: Mapping[str, Any] = next((c for c in new.get("conditions") or [] if c["type"] == "Ready"), {})
     kind = "Warning" if new.get("phase") == api.Phase.FAILED.value else "Normal"
     message = f"{old.get('phase') or 'None'} -> {new.get('phase')}: {ready.get('message') or ready.get('reason', '')}"
     return [Transition(kind, str(ready.get("reason") or new.get("phase")), message[:1024])]

@@ -44,7 +44,7 @@ def test_exit_code_table_matches_the_contract_document():
 
 def test_codes_and_reasons_are_unique():
     assert len({e.code for e in exits.TABLE}) == len({e.reason for e in exits.TABLE}) == len(exits.TABLE)
-    assert exits.RETRYABLE_EXIT_CODES == {1, 8, 12}
+    assert {1, 8, 12} == exits.RETRYABLE_EXIT_CODES
     assert set(exits.PERMANENT_EXIT_CODES) == set(exits.EXIT_CODES) - exits.RETRYABLE_EXIT_CODES
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime
 import os
 import posixpath
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -36,11 +35,11 @@ REPO = Path(__file__).resolve().parents[2]
 NOT_IN_ARGV = {"job", "schedule", "suspend", "historyLimit"}
 """Spec fields that shape the Job or the planning, never the command line (test_operator_jobs covers them)."""
 ONE_OF = {
-    ".window": [{"intervalSeconds"}, {"start", "end"}],
-    ".input": [{"prometheus", "window"}, {"file"}],
-    ".model": [{"pipelineRef"}, {"pipelinePath"}],
+    "window": [{"intervalSeconds"}, {"start", "end"}],
+    "input": [{"prometheus", "window"}, {"file"}],
+    "model": [{"pipelineRef"}, {"pipelinePath"}],
 }
-"""The forms the CEL rules `has(self.a) != has(self.b)` allow: one group of fields is set, the other not."""
+"""By field name: the forms the CEL rules `has(self.a) != has(self.b)` allow (one group of fields is set)."""
 ENVIRONMENT = ("PROM_SERVER", "PROM_QUERY_INTERVAL", "PROM_QUERY_STEP", "PROM_THIRDPARTY_METRICS", "PROM_CA_FILE",
                "PROM_BEARER_TOKEN_FILE", "KEPLER_MODEL_TERMINATION_LOG", "MODEL_PATH", "DATAPATH")
 """The trainer's environment defaults: the Job sets none of them (only HOME)."""
@@ -59,7 +58,7 @@ def _text(schema: Mapping[str, Any]) -> st.SearchStrategy[str]:
                                timezones=OFFSETS)
         return moments.map(lambda moment: moment.isoformat())
     if "pattern" not in schema:
-        return st.text(max_size=min(schema.get("maxLength", 64), 64))
+        return st.text(min_size=schema.get("minLength", 0), max_size=min(schema.get("maxLength", 64), 64))
     # JSON-schema `$` is the end of the text; Python's also matches before a final newline
     pattern = schema["pattern"].replace("$", r"\Z")
     return st.from_regex(pattern, fullmatch=True).filter(
@@ -97,7 +96,7 @@ def from_schema(schema: Mapping[str, Any], path: str = "") -> st.SearchStrategy[
     fields = {name: from_schema(sub, f"{path}.{name}") for name, sub in schema["properties"].items()
               if not (path == "" and name in NOT_IN_ARGV)}
     required = set(schema.get("required", []))
-    forms = ONE_OF.get(path, [set()])
+    forms = ONE_OF.get(path.rsplit(".", 1)[-1], [set()])
     grouped = set().union(*forms)
     return st.one_of([st.fixed_dictionaries({n: fields[n] for n in fields if n in required | form},
                                             optional={n: fields[n] for n in fields
@@ -176,7 +175,9 @@ def test_every_training_command_means_its_spec(document):
     assert (args.data_path, args.termination_log) == (jobs.WORK_DIR, jobs.TERMINATION_LOG)
 
 
-PUBLISHED = _text({"pattern": api.SAFE_REL_PATH, "maxLength": 200})
+PUBLISHED = st.builds(posixpath.join, st.just("") | _text({"pattern": api.SAFE_REL_PATH, "maxLength": 100}),
+                      from_schema(spec_schema("TrainingPipeline")["properties"]["pipelineName"]))
+"""Where a TrainingPipeline published: its sub-path, then its (CRD-checked) pipeline name."""
 TP_DOCUMENT = {"prometheus": {"url": "http://p:9090"}, "window": {"intervalSeconds": 600}, "pipelineName": "std"}
 
 
@@ -184,6 +185,8 @@ TP_DOCUMENT = {"prometheus": {"url": "http://p:9090"}, "window": {"intervalSecon
 @given(document=from_schema(spec_schema("EnergyEstimation")), published=PUBLISHED)
 def test_every_estimation_command_means_its_spec(document, published):
     spec = _valid(api.EnergyEstimationSpec, document)
+    if spec.model.pipeline_path is not None:  # see test_a_pipeline_path_the_trainer_refuses_is_admitted
+        assume(cli.pipeline_name_problem(posixpath.basename(spec.model.pipeline_path)) is None)
     pipeline = {"spec": TP_DOCUMENT, "status": {"pipelinePath": published}}
     where = jobs.resolve_model(spec, "est", pipeline, "pvc")
     args = parse(jobs.estimate_command(spec, where))
@@ -206,6 +209,16 @@ def test_every_estimation_command_means_its_spec(document, published):
     assert args.model_name == model.model_name
     assert args.output == _volume(where.results_dir)
     assert (args.data_path, args.termination_log) == (jobs.WORK_DIR, jobs.TERMINATION_LOG)
+
+
+@pytest.mark.xfail(strict=True, reason="known gap: spec.model.pipelinePath's last segment is not checked against "
+                   "the pipeline-name rule at admission; the run then fails with InvalidConfiguration (exit 7)")
+@pytest.mark.parametrize("path", ["team/_hidden", "team/old.zip", "estimations"])
+def test_a_pipeline_path_the_trainer_refuses_is_admitted(path):
+    """Found by the property test above: the CRD admits these, the trainer refuses them."""
+    assert cli.pipeline_name_problem(posixpath.basename(path)) is not None
+    with pytest.raises(ValidationError):
+        api.EnergyEstimationSpec.model_validate({"model": {"pipelinePath": path}, "input": {"file": "in.json"}})
 
 
 def test_the_generator_reaches_every_form():

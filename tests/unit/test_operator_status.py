@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kepler_operator import jobs, status
 from kepler_contract.exits import EXIT_CODES
+from kepler_operator import jobs, status
 from kepler_operator.errors import InvalidSpecError, PipelineNotReadyError
 
 T0, T1, T2 = "2026-11-23T12:00:00Z", "2026-11-23T12:05:00Z", "2026-11-23T12:10:00Z"

@@ -97,7 +97,7 @@ def _merge_repeats(metric: str, series_list: list[Series], report: InputReport) 
     if len(groups) == len(series_list):
         return series_list
     merged = []
-    for labels, parts in groups.items():
+    for parts in groups.values():
         if len(parts) == 1:
             merged.append(parts[0])
             continue

@@ -8,15 +8,15 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
-
 from typing import TYPE_CHECKING
+
+from kepler_contract.vocabulary import EXTRACTORS, ISOLATORS, OUTPUT_TYPES, SPLITS, TUNINGS
 
 from . import __version__
 from .errors import ConfigError, InputError, KeplerModelError, TooFewSamplesError
 from .features import DEFAULT_FEATURE_GROUPS, FEATURE_GROUPS, energy_source, output_type, pipeline_name_problem
-from kepler_contract.vocabulary import EXTRACTORS, ISOLATORS, OUTPUT_TYPES, SPLITS, TUNINGS
 
 # The scientific stack (pandas, scikit-learn, skops, scipy) takes seconds to import on a busy node:
 # commands import what they use, so `--help`, usage errors and `serve` start at once.
@@ -70,7 +70,7 @@ def _sources(args):
     return [energy_source(n) for n in names]
 
 
-def _load_inputs(args, progress: Progress) -> "QueryResult":
+def _load_inputs(args, progress: Progress) -> QueryResult:
     """The query result from `-i` files (comma list) or, with `-s`, straight from Prometheus."""
     from . import prom, promjson
     from .data import QueryResult
@@ -88,7 +88,7 @@ def _load_inputs(args, progress: Progress) -> "QueryResult":
     return merged
 
 
-def _load_checked(args, progress: Progress) -> tuple["QueryResult", "InputReport"]:
+def _load_checked(args, progress: Progress) -> tuple[QueryResult, InputReport]:
     """The inputs with bad counter samples dropped and repeated series merged (checks.py)."""
     from .checks import check_input
 
@@ -144,7 +144,7 @@ def _profiles(args, sources) -> dict[str, dict]:
     return {s.name: idle_profile(node_power(idle, s)) for s in sources}
 
 
-def _idle_window(args) -> "QueryResult":
+def _idle_window(args) -> QueryResult:
     """The idle machine's metrics from the same Prometheus (and filters) as the training data, over
     --profile-start-time .. --profile-end-time: what a TrainingPipeline's isolator.idleWindow asks for."""
     from . import prom
@@ -170,7 +170,7 @@ def _pipeline_name(args) -> str:
     return name
 
 
-def _settings(args, sources, groups, abs_trainers, dyn_trainers, profiles=None) -> "TrainSettings":
+def _settings(args, sources, groups, abs_trainers, dyn_trainers, profiles=None) -> TrainSettings:
     from .pipeline import TrainSettings
 
     return TrainSettings(
@@ -189,8 +189,8 @@ def cmd_train(args, progress: Progress) -> dict:
     _pipeline_name(args)
     _preflight(args, _model_path(args), "model path")
     from .extract import extract
-    from .preflight import output_errors
     from .pipeline import run
+    from .preflight import output_errors
     from .trainers import trainer_names
 
     sources = _sources(args)
@@ -282,7 +282,8 @@ def cmd_train_from_data(args, progress: Progress) -> dict:
         raise InputError(f"cannot read table {path}: {exc}") from None
     power = [f"{c}_power" for c in source.components if f"{c}_power" in data]
     if not power:
-        raise InputError(f"{path}: no power column of {source.name} ({', '.join(c + '_power' for c in source.components)})")
+        columns = ", ".join(c + "_power" for c in source.components)
+        raise InputError(f"{path}: no power column of {source.name} ({columns})")
     meta = {"timestamp", "node_type", "instance", "id", "workload"}
     features = sorted(c for c in data.columns if c not in meta and not c.endswith("_power")
                       and not c.startswith(("Unnamed", "packge_ratio", "package_ratio")) and c != "")
@@ -373,7 +374,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     m.add_argument("-ot", "--output-type", default="AbsPower", choices=OUTPUT_TYPES,
                    help="node power with idle (AbsPower) or dynamic power only (DynPower)")
     m.add_argument("-fg", "--feature-group", default="",
-                   help=f"feature group(s), comma list (default: all the data supports: {', '.join(DEFAULT_FEATURE_GROUPS)})")
+                   help="feature group(s), comma list (default: all the data supports: "
+                   f"{', '.join(DEFAULT_FEATURE_GROUPS)})")
     m.add_argument("--model-name", default=None, help="a model by name, e.g. SGDRegressorTrainer_0 (estimate)")
     m.add_argument("--node-type", type=int, default=0, help="node type index of the training machine (default 0)")
     m.add_argument("--id", default=None, help="machine id recorded in node_type_index.json")
@@ -448,7 +450,8 @@ def _report(parser: argparse.ArgumentParser) -> None:
         if action.dest not in shown:
             action.help = argparse.SUPPRESS
         elif action.dest == "output":
-            action.help = "the page's path under --data-path (default: report.html in the pipeline or estimation folder)"
+            action.help = ("the page's path under --data-path (default: report.html in the pipeline or "
+                           "estimation folder)")
         elif action.dest == "pipeline_name":
             action.help = "the published pipeline to report on"
 

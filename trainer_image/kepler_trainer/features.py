@@ -8,9 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kepler_contract.vocabulary import ENERGY_SOURCE_ALIASES, ENERGY_SOURCE_COMPONENTS, FeatureGroup, OutputType
 from kepler_contract.vocabulary import (  # noqa: F401  (re-exported: the trainer's modules import them from here)
-    DEFAULT_FEATURE_GROUPS, PIPELINE_NAME, RESERVED_PIPELINE_NAMES, pipeline_name_problem,
+    DEFAULT_FEATURE_GROUPS,
+    ENERGY_SOURCE_ALIASES,
+    ENERGY_SOURCE_COMPONENTS,
+    PIPELINE_NAME,
+    RESERVED_PIPELINE_NAMES,
+    FeatureGroup,
+    OutputType,
+    pipeline_name_problem,
 )
 
 from .errors import ConfigError

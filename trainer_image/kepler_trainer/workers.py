@@ -12,7 +12,8 @@ import functools
 import os
 import threading
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 T = TypeVar("T")
 POLL_SECONDS = 0.5
