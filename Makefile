@@ -16,6 +16,9 @@ demo: install
 	@echo "pipeline: $(DEMO)/models/demo   estimation: $(DEMO)/output/estimation_result.csv"
 	@echo "reports (open in a browser, offline): $(DEMO)/models/demo/report.html   $(DEMO)/output/report.html"
 
+# Lint and type-check first (configured in pyproject.toml): seconds, and a finding fails before the long suite.
 test:
 	bash hack/install.sh --test
+	python3 -m ruff check .
+	python3 -m mypy
 	python3 -m pytest -q

@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 import psutil
 from joblib import Parallel, delayed
+
 from kepler_trainer import evaluate, pipeline
 from kepler_trainer.features import OutputType
 from kepler_trainer.trainers import (
@@ -225,7 +226,8 @@ def render(upstream: dict, ours: dict, honest: dict, seeds: int) -> str:
                 if key not in upstream or key not in ours:
                     continue
                 (ta, a), (tb, b) = upstream[key], ours[key]
-                time_cell, block_cell = (_pair(honest, source, group, ot, method, tb, ta) for method in ("time", "workload"))
+                time_cell, block_cell = (_pair(honest, source, group, ot, method, tb, ta)
+                                         for method in ("time", "workload"))
                 lines.append(f"| {source} | {ot} | {group} | {ref:.2f} | {a:.2f} {short(ta)} | {a / ref:.2f} "
                              f"| {b:.2f} {short(tb)} | {b / ref:.2f} | {time_cell} | {block_cell} |")
     return "\n".join(lines)
@@ -254,13 +256,15 @@ def main() -> None:
         wanted = sorted({(a.source, a.group, t) for a, _ in todo for ot in ("AbsPower", "DynPower")
                          for t in (upstream[(a.source, a.group, ot)][0], ours[(a.source, a.group, ot)][0])})
         by_key = {(a.source, a.group): (a, d) for a, d in todo}
-        honest_rows = run(delayed(honest_job)(*by_key[(s, g)], t, m) for s, g, t in wanted for m in ("time", "workload"))
+        honest_rows = run(delayed(honest_job)(*by_key[(s, g)], t, m) for s, g, t in wanted
+                          for m in ("time", "workload"))
     honest = {(s, g, t, m): maes for s, g, t, m, maes in honest_rows}
     accuracy_s = time.perf_counter() - start
     table = render(upstream, ours, honest, args.seeds)
     print(table)
     print(f"\naccuracy runs: {accuracy_s:.0f} s wall")
-    report = {"upstream": {"/".join(k): v for k, v in upstream.items()}, "ours": {"/".join(k): v for k, v in ours.items()},
+    report = {"upstream": {"/".join(k): v for k, v in upstream.items()}, "ours": {"/".join(k): v for k,
+                                                                                  v in ours.items()},
               "honest": {"/".join(k): v for k, v in honest.items()},
               "per_trainer": records, "accuracy_wall_s": accuracy_s}
     if not args.skip_pipeline:
@@ -268,11 +272,13 @@ def main() -> None:
         p = report["pipeline"]
         pipeline_line = (f"\n### whole nx12 pipeline: {p['trainers']} trainers x 28 tables: {p['wall_s']} s wall, "
                          f"{p['cpu_s']} s CPU, peak RSS {p['peak_rss_mib']} MiB, {p['models']} models "
-                         f"({p['skipped']} skipped), {p['published_mib']} MiB published, load average {p['load_average']:.1f}")
+                         f"({p['skipped']} skipped), {p['published_mib']} MiB published, "
+                         f"load average {p['load_average']:.1f}")
         print(pipeline_line)
         table += "\n" + pipeline_line
         report["cli"] = cli_check(args.data)
-        print(f"\ntrain_from_data with the new trainers: exit {report['cli']['exit_code']}, {report['cli']['wall_s']} s, "
+        print(f"\ntrain_from_data with the new trainers: exit {report['cli']['exit_code']}, "
+              f"{report['cli']['wall_s']} s, "
               f"{report['cli']['models']}")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "nx12.md").write_text(table + "\n")

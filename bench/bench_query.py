@@ -85,7 +85,7 @@ def worker(kind: str, url: str, start: float, end: float, out: Path, concurrency
 
 def reference_query(url: str, start: float, end: float, out: Path) -> None:
     """Upstream's query loop (kepler_model/cmd/main.py query): sequential custom_query_range per metric."""
-    from datetime import datetime, timezone
+    from datetime import UTC, datetime
 
     from prometheus_api_client import PrometheusConnect
 
@@ -98,8 +98,8 @@ def reference_query(url: str, start: float, end: float, out: Path) -> None:
         t = start
         while t <= end:
             chunk_end = min(t + span - STEP, end)
-            data = pc.custom_query_range(name, start_time=datetime.fromtimestamp(t, timezone.utc),
-                                         end_time=datetime.fromtimestamp(chunk_end, timezone.utc), step=str(STEP))
+            data = pc.custom_query_range(name, start_time=datetime.fromtimestamp(t, UTC),
+                                         end_time=datetime.fromtimestamp(chunk_end, UTC), step=str(STEP))
             for item in data:
                 key = json.dumps(item["metric"], sort_keys=True)
                 by_labels.setdefault(key, {"metric": item["metric"], "values": []})["values"].extend(item["values"])

@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_nx12 import GROUPS, SHARED, tables  # noqa: E402
+
 from kepler_trainer import pipeline, report  # noqa: E402
 from kepler_trainer.trainers import trainer_names  # noqa: E402
 

@@ -4,7 +4,8 @@
                                 [--servers granian,uvicorn] [--router]
 
 Lays out a pipeline of 100 models (2 sources x 2 output types x 5 feature groups x 5 trainers;
-60 of them have weight files) in a temp folder, starts `python -m kepler_trainer.serve` (with granian and with uvicorn) and a
+60 of them have weight files) in a temp folder, starts `python -m kepler_trainer.serve` (with granian and with
+uvicorn) and a
 plain nginx process (same number of workers; and one with a single worker, nginx's fastest setting
 when wrk shares the 2 cores) over it, and runs wrk (one thread, a Lua script cycling
 through every weight path or POST body) against each in turn, alternating for --rounds rounds.
@@ -67,7 +68,8 @@ def build_models(root: Path) -> list[str]:
                                                    for g in GROUPS for n, t in enumerate(TRAINERS))]
     publish(root, "bench", models)
     return sorted(f"/model-weights/bench/{m.source}/{m.output_type}/{m.feature_group}/{m.name}.json"
-                  for m in models if (root / "bench" / m.source / m.output_type / m.feature_group / f"{m.name}.json").exists())
+                  for m in models
+                  if (root / "bench" / m.source / m.output_type / m.feature_group / f"{m.name}.json").exists())
 
 
 def post_bodies(weight: bool) -> list[str]:
@@ -258,8 +260,9 @@ def main() -> int:
         p99 = statistics.median(r["p99_us"] for r in runs) / 1000
         errors = sum(r["non2xx"] + r["socket_errors"] for r in runs)
         # each run against nginx's run of the same round (seconds apart): the machine's noise cancels
-        ratios = [r["rps"] / n for r, n in zip(runs, nginx_runs)]
-        vs_best = f"{statistics.median(r['rps'] / n for r, n in zip(runs, best_runs)):6.2f}" if best_runs else "     -"
+        ratios = [r["rps"] / n for r, n in zip(runs, nginx_runs, strict=False)]
+        best = statistics.median(r["rps"] / n for r, n in zip(runs, best_runs, strict=False)) if best_runs else None
+        vs_best = f"{best:6.2f}" if best is not None else "     -"
         rounds = " ".join(f"{x:.2f}" for x in ratios)
         print(f"{name:44} {rps:9.0f} {p50:7.2f} {p99:7.2f} {errors:6d} {statistics.median(ratios):8.2f} {vs_best}  "
               f"{rounds}")

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 from kepler_trainer import evaluate
 from kepler_trainer.onnx_export import export, predict, session
 from kepler_trainer.trainers import PowerModel, TrainerSkipped
@@ -132,12 +133,14 @@ def markdown(report: list[dict], trainers) -> str:
             if "mae" not in r:
                 lines.append(f"| {t['table']} | {model} | skipped: {r.get('skipped', '')[:60]} | | | | |")
                 continue
-            zones = "; ".join(f"{z.removesuffix('_power')} {_zone_cell(r, z.removesuffix('_power'))}" for z in t["zones"])
+            names = [z.removesuffix("_power") for z in t["zones"]]
+            zones = "; ".join(f"{z} {_zone_cell(r, z)}" for z in names)
             onnx = r.get("onnx", {})
             onnx_cell = (f"{onnx['bytes']:,}, {onnx['predict_us']:.0f}" if onnx.get("exportable")
                          else ("not exportable" if onnx else ""))
             ratio = f"{r['ratio_to_best_baseline']:.2f}" if "ratio_to_best_baseline" in r else ""
-            lines.append(f"| {t['table']} | {model} | {r['mae']:.2f} | {r['mape']:.1f} | {zones} | {ratio} | {onnx_cell} |")
+            lines.append(f"| {t['table']} | {model} | {r['mae']:.2f} | {r['mape']:.1f} | {zones} | {ratio} "
+                         f"| {onnx_cell} |")
     return "\n".join(lines)
 
 
@@ -151,7 +154,8 @@ def main() -> None:
     report = [bench_table(*table, trainers) for table in guest_tables(args.data)]
     text = markdown(report, trainers)
     print(text)
-    summary = ["", "| trainer | tables with MAE <= 0.8 x best baseline | median ratio | worst ratio |", "|---|---:|---:|---:|"]
+    summary = ["", "| trainer | tables with MAE <= 0.8 x best baseline | median ratio | worst ratio |",
+               "|---|---:|---:|---:|"]
     for trainer in trainers:
         ratios = [t["results"][trainer].get("ratio_to_best_baseline") for t in report]
         ratios = [r for r in ratios if r is not None]

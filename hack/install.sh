@@ -13,7 +13,7 @@ PY=${PYTHON:-python3}
 cd "$ROOT"
 
 stamp=$("$PY" -c 'import hashlib,sys;print(hashlib.sha256(open("pyproject.toml","rb").read()).hexdigest()[:16])')
-if [ "$("$PY" -c 'import kepler_trainer,kepler_operator,pathlib;print(pathlib.Path(kepler_trainer.__file__).parents[2])' 2>/dev/null)" != "$ROOT" ] \
+if [ "$("$PY" -c 'import kepler_contract,kepler_trainer,kepler_operator,pathlib;print(pathlib.Path(kepler_trainer.__file__).parents[2])' 2>/dev/null)" != "$ROOT" ] \
    || [ "$(cat "$ROOT/.install-stamp" 2>/dev/null)" != "$stamp" ]; then
   echo "installing the Python package and its extras" >&2
   "$PY" -m pip install -q --disable-pip-version-check -e ".[all]"

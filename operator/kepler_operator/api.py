@@ -18,6 +18,25 @@ from croniter import croniter
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from kepler_contract.vocabulary import (  # the vocabulary the trainer accepts (re-exported: the API's names)
+    RESERVED_PIPELINE_NAMES as RESERVED_PIPELINE_NAMES,
+)
+from kepler_contract.vocabulary import (
+    Extractor as Extractor,
+)
+from kepler_contract.vocabulary import (
+    FeatureGroup as FeatureGroup,
+)
+from kepler_contract.vocabulary import (
+    IsolatorType as IsolatorType,
+)
+from kepler_contract.vocabulary import (
+    OutputType as OutputType,
+)
+from kepler_contract.vocabulary import (
+    Trainer as Trainer,
+)
+
 GROUP = "modeltraining.kepler.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -30,10 +49,6 @@ SAFE_REL_PATH = r"^(?:[A-Za-z0-9_][A-Za-z0-9_.-]*)(?:/[A-Za-z0-9_][A-Za-z0-9_.-]
 """A relative path of plain segments: no leading `/`, no `..`, no hidden segments."""
 
 CEL = "x-kubernetes-validations"
-
-RESERVED_PIPELINE_NAMES = frozenset({"estimations"})
-"""Names a pipeline folder may not take: `estimations/` holds EnergyEstimation results beside the pipelines
-(kept equal to the trainer's `features.RESERVED_PIPELINE_NAMES` by a unit test)."""
 
 
 def cel(rule: str, message: str, **extra: str) -> dict[str, Any]:
@@ -57,60 +72,6 @@ class EnergySource(str, enum.Enum):
 
     RAPL_SYSFS = "rapl-sysfs"
     ACPI = "acpi"
-
-
-class OutputType(str, enum.Enum):
-    """Absolute node power, or the dynamic part above idle."""
-
-    ABS_POWER = "AbsPower"
-    DYN_POWER = "DynPower"
-
-
-class FeatureGroup(str, enum.Enum):
-    """A set of Kepler workload metrics used as model inputs (the trainer's groups)."""
-
-    COUNTER_ONLY = "CounterOnly"
-    BPF_ONLY = "BPFOnly"
-    BPF_IRQ = "BPFIRQ"
-    COUNTER_IRQ_COMBINED = "CounterIRQCombined"
-    BASIC = "Basic"
-    WORKLOAD_ONLY = "WorkloadOnly"
-    KUBELET_ONLY = "KubeletOnly"
-    CGROUP_ONLY = "CgroupOnly"
-
-
-class Trainer(str, enum.Enum):
-    """A regressor family the trainer image knows."""
-
-    POLYNOMIAL = "PolynomialRegressionTrainer"
-    GRADIENT_BOOSTING = "GradientBoostingRegressorTrainer"
-    KNEIGHBORS = "KNeighborsRegressorTrainer"
-    LINEAR = "LinearRegressionTrainer"
-    SVR = "SVRRegressorTrainer"
-    XGBOOST = "XgboostFitTrainer"
-    SGD = "SGDRegressorTrainer"
-    LOGARITHMIC = "LogarithmicRegressionTrainer"
-    LOGISTIC = "LogisticRegressionTrainer"
-    EXPONENTIAL = "ExponentialRegressionTrainer"
-    HIST_GRADIENT_BOOSTING = "HistGradientBoostingTrainer"
-    MONOTONIC_HIST_GRADIENT_BOOSTING = "MonotonicHistGradientBoostingTrainer"
-    EXTRA_TREES = "ExtraTreesTrainer"
-
-
-class Extractor(str, enum.Enum):
-    """How features are extracted from the raw series."""
-
-    DEFAULT = "default"
-    SMOOTH = "smooth"
-
-
-class IsolatorType(str, enum.Enum):
-    """How idle power is separated from dynamic power."""
-
-    NONE = "none"
-    MIN = "min"
-    PROFILE = "profile"
-    TRAINER = "trainer"
 
 
 class Phase(str, enum.Enum):
@@ -359,7 +320,8 @@ class FeatureSet(_Model):
         max_length=256, json_schema_extra={
             "maxProperties": 256,
             "additionalProperties": {"type": "string", "minLength": 1, "maxLength": 253, "pattern": JOIN_VALUE},
-            CEL: [cel("self.all(k, k.matches('" + JOIN_VALUE.replace("\\", "\\\\") + "') && size(k) <= 253)",  # CEL unescapes once
+            # CEL unescapes the pattern once more, so its backslashes are doubled
+            CEL: [cel("self.all(k, k.matches('" + JOIN_VALUE.replace("\\", "\\\\") + "') && size(k) <= 253)",
                       "join keys: at most 253 characters, no ',', '=' or white space")]})] = {}
 
     @model_validator(mode="after")
@@ -476,7 +438,8 @@ class TrainingPipelineSpec(_Model):
         if self.feature_set is not None and self.feature_groups:
             raise ValueError("featureSet replaces featureGroups: set one")
         if self.feature_set is not None and self.label_filters:
-            raise ValueError("labelFilters do not apply to a featureSet (its selectors and join say which series count)")
+            raise ValueError("labelFilters do not apply to a featureSet "
+                             "(its selectors and join say which series count)")
         return self
 
 
@@ -524,7 +487,7 @@ class ModelSelector(_Model):
         max_length=512, pattern=SAFE_REL_PATH)] = None
     energy_source: Annotated[EnergySource, Field(description="Energy source of the model.")] = \
         EnergySource.RAPL_SYSFS
-    output_type: Annotated[OutputType, Field(description="AbsPower or DynPower.")] = OutputType.ABS_POWER
+    output_type: Annotated[OutputType, Field(description="AbsPower or DynPower.")] = OutputType.ABS
     feature_group: Annotated[FeatureGroup | None, Field(
         description="Feature group; the best one available when unset.")] = None
     model_name: Annotated[str | None, Field(description="A model folder name; the best (lowest MAE) when unset.",

@@ -70,7 +70,8 @@ def _without_nulls(value: Any) -> Any:
 def openapi_schema(model: type[api._Model], defaults: bool = True) -> dict[str, Any]:
     """The structural OpenAPI v3 schema of one pydantic model (status schemas carry no defaults)."""
     schema = model.model_json_schema(by_alias=True, mode="validation")
-    return _structural(schema, schema.get("$defs", {}), defaults)
+    structural: dict[str, Any] = _structural(schema, schema.get("$defs", {}), defaults)
+    return structural
 
 
 def crd(resource: type[api._Resource]) -> dict[str, Any]:
@@ -115,7 +116,8 @@ def crd(resource: type[api._Resource]) -> dict[str, Any]:
 
 def render(resource: type[api._Resource]) -> str:
     """The YAML text of one CRD, as checked in."""
-    return HEADER + yaml.safe_dump(crd(resource), sort_keys=False, width=110, allow_unicode=True)
+    text: str = yaml.safe_dump(crd(resource), sort_keys=False, width=110, allow_unicode=True)
+    return HEADER + text
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,7 @@
-"""Errors the operator raises on purpose, and the trainer's exit-code table it reads.
+"""Errors the operator raises on purpose.
 
 Handlers translate these once, at the kopf boundary, into conditions with a reason and a message.
-The exit-code table is copied from docs/contracts.md (the trainer's `kepler_trainer.errors`): the
-operator image does not ship the trainer package; a unit test keeps both tables in step.
+The trainer's exit codes are not here: both programs read them from `kepler_contract.exits`.
 """
 
 from __future__ import annotations
@@ -48,25 +47,3 @@ class PipelineBusyError(OperatorError):
     """Another resource's Job is publishing the same pipeline location: this run waits for it."""
 
     reason = "PipelineBusy"
-
-
-EXIT_CODES: dict[int, str] = {
-    1: "Error",
-    2: "UsageError",
-    3: "InvalidInput",
-    4: "NoKeplerMetrics",
-    5: "NoPowerMetrics",
-    6: "TooFewSamples",
-    7: "InvalidConfiguration",
-    8: "PrometheusUnreachable",
-    9: "PrometheusQueryFailed",
-    10: "AccuracyGateFailed",
-    11: "ModelNotFound",
-    12: "PipelineLocked",
-    13: "OutputNotWritable",
-}
-"""The trainer's exit code -> reason (docs/contracts.md)."""
-
-RETRYABLE_EXIT_CODES = frozenset({1, 8, 12})
-"""Worth a pod retry (a crash, Prometheus down, another writer held the pipeline too long); the other
-codes fail the Job at once."""

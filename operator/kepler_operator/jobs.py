@@ -19,9 +19,10 @@ from typing import Any
 
 from croniter import croniter
 
+from kepler_contract.exits import PERMANENT_EXIT_CODES
+
 from . import api
-from .errors import EXIT_CODES, RETRYABLE_EXIT_CODES, InvalidSpecError, PipelineNotFoundError, \
-    PipelineNotReadyError
+from .errors import InvalidSpecError, PipelineNotFoundError, PipelineNotReadyError
 
 MANAGED_BY = "kepler-model-operator"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -120,6 +121,14 @@ def format_time(value: datetime.datetime) -> str:
     return value.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def argv_time(value: datetime.datetime) -> str:
+    """A time for the trainer's command line: `format_time`, with the fraction when there is one (a window
+    shorter than a second, or ending mid-second, must keep its meaning: found by the argv property test)."""
+    if value.microsecond == 0:
+        return format_time(value)
+    return value.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def rerun_key(generation: int, token: str) -> str:
     """The run key of a re-run request."""
     return f"g{generation}-r{hashlib.sha256(token.encode()).hexdigest()[:8]}"
@@ -173,7 +182,7 @@ def job_name(owner: Owner, key: str) -> str:
 
 # ------------------------------------------------------------------------------------ commands
 
-def _volume_path(*parts: str) -> str:
+def _volume_path(*parts: str | None) -> str:
     return posixpath.join(MODELS_MOUNT, *[p for p in parts if p])
 
 
@@ -182,7 +191,7 @@ def _window_args(window: api.Window) -> list[str]:
         args = ["--interval", str(window.interval_seconds)]
     else:
         assert window.start is not None and window.end is not None  # guaranteed by Window's validator
-        args = ["--start-time", format_time(window.start), "--end-time", format_time(window.end)]
+        args = ["--start-time", argv_time(window.start), "--end-time", argv_time(window.end)]
     return args + ["--step", str(window.step_seconds)]
 
 
@@ -210,7 +219,7 @@ def train_command(spec: api.TrainingPipelineSpec) -> list[str]:
         args += ["--profile", _volume_path(spec.isolator.profile)]
     if spec.isolator.idle_window is not None:
         idle = spec.isolator.idle_window
-        args += ["--profile-start-time", format_time(idle.start), "--profile-end-time", format_time(idle.end),
+        args += ["--profile-start-time", argv_time(idle.start), "--profile-end-time", argv_time(idle.end),
                  "--profile-step", str(idle.step_seconds)]
     args += ["--abs-trainers", ",".join(spec.abs_trainers), "--dyn-trainers", ",".join(spec.dyn_trainers)]
     if spec.feature_groups:
@@ -218,7 +227,8 @@ def train_command(spec: api.TrainingPipelineSpec) -> list[str]:
     args += _feature_set_args(spec.feature_set)
     if spec.accuracy_gate.max_mae is not None:
         args += ["--max-mae", repr(spec.accuracy_gate.max_mae)]
-    for flag, bound in (("--max-mape", spec.accuracy_gate.max_mape), ("--max-idle-bias", spec.accuracy_gate.max_idle_bias)):
+    gate = spec.accuracy_gate
+    for flag, bound in (("--max-mape", gate.max_mape), ("--max-idle-bias", gate.max_idle_bias)):
         if bound is not None:
             args += [flag, repr(bound)]
     return args + ["--data-path", WORK_DIR, "--model-path", _volume_path(spec.storage.sub_path),
@@ -335,7 +345,6 @@ def job_manifest(owner: Owner, run: RunRequest, command: list[str], job: api.Job
     }
     if defaults.service_account:
         pod_spec["serviceAccountName"] = defaults.service_account
-    permanent = sorted(code for code in EXIT_CODES if code not in RETRYABLE_EXIT_CODES)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -353,7 +362,7 @@ def job_manifest(owner: Owner, run: RunRequest, command: list[str], job: api.Job
             "ttlSecondsAfterFinished": job.ttl_seconds_after_finished,
             "podFailurePolicy": {"rules": [
                 {"action": "FailJob", "onExitCodes": {"containerName": CONTAINER, "operator": "In",
-                                                      "values": permanent}},
+                                                      "values": list(PERMANENT_EXIT_CODES)}},
                 {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
             ]},
             "template": {"metadata": {"labels": labels, "annotations": annotations}, "spec": pod_spec},

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import posixpath
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from kepler_contract.exits import EXIT_CODES
+from kepler_contract.summary import ModelSummary, RunSummary, parse_summary
+
 from . import api
-from .errors import EXIT_CODES, OperatorError
+from .errors import OperatorError
 from .jobs import ANN_GENERATION, ANN_RERUN, ANN_SCHEDULE, ANN_TRIGGER, CONTAINER, LABEL_RUN, MODELS_MOUNT
 
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
@@ -40,7 +42,7 @@ class Outcome:
     state: str  # one of api.Phase
     reason: str
     message: str
-    summary: Mapping[str, Any] | None = None
+    summary: RunSummary | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,29 +54,15 @@ class Transition:
     message: str
 
 
-def parse_summary(message: str | None) -> dict[str, Any] | None:
-    """The trainer's JSON termination summary, or None when the message is not one."""
-    if not message:
-        return None
-    try:
-        summary = json.loads(message)
-    except ValueError:
-        return None
-    return summary if isinstance(summary, dict) and isinstance(summary.get("ok"), bool) else None
-
-
 def _job_condition(job: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
-    for cond in (job.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == kind and cond.get("status") == "True":
-            return cond
-    return None
+    conditions: list[Mapping[str, Any]] = (job.get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c.get("type") == kind and c.get("status") == "True"), None)
 
 
 def _failure(job: Mapping[str, Any], terminated: Mapping[str, Any] | None,
-             summary: Mapping[str, Any] | None) -> Outcome:
-    error = (summary or {}).get("error") or {}
-    if summary is not None and not summary.get("ok") and error.get("reason"):
-        return Outcome(api.Phase.FAILED.value, str(error["reason"]), str(error.get("message") or ""), summary)
+             summary: RunSummary | None) -> Outcome:
+    if summary is not None and not summary.ok and summary.error is not None and summary.error.reason:
+        return Outcome(api.Phase.FAILED.value, summary.error.reason, summary.error.message, summary)
     failed = _job_condition(job, "Failed") or {}
     code = (terminated or {}).get("exitCode")
     if code in EXIT_CODES and code != 0:
@@ -110,7 +98,7 @@ def job_outcome(job: Mapping[str, Any] | None, terminated: Mapping[str, Any] | N
             # the Job's watch event can overtake its pod's: wait a little for the termination message
             return Outcome(api.Phase.RUNNING.value, "AwaitingResult",
                            f"Job {job['metadata']['name']} completed; waiting for its pod's termination message")
-        if summary is None or not summary.get("ok"):
+        if summary is None or not summary.ok:
             return Outcome(api.Phase.FAILED.value, "InvalidSummary",
                            "the Job completed but its pod left no valid termination summary")
         return Outcome(api.Phase.SUCCEEDED.value, "Succeeded", "", summary)
@@ -132,27 +120,21 @@ def volume_path(path: str | None) -> str | None:
     return norm
 
 
-def best_models(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+def best_models(summary: RunSummary) -> list[dict[str, Any]]:
     """The summary's best models in status form, ordered by energy source then output type."""
-    out = []
-    for entry in summary.get("best") or []:
-        if not isinstance(entry, dict):
-            continue
-        out.append(_model_entry(entry))
+    out = [_model_entry(entry) for entry in summary.best]
     out.sort(key=lambda m: (SOURCE_ORDER.get(m["energySource"], 99), OUTPUT_ORDER.get(m["outputType"], 99),
                             m["featureGroup"]))
     return out[:32]
 
 
-def _model_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
-    mae = entry.get("mae")
-    return {"energySource": str(entry.get("energy_source", "")), "outputType": str(entry.get("output_type", "")),
-            "featureGroup": str(entry.get("feature_group", "")), "modelName": str(entry.get("model_name", "")),
-            "trainer": str(entry.get("trainer", "")), "mae": float(mae) if isinstance(mae, (int, float)) else None,
-            "path": str(entry.get("path", "")),
-            **({"keplerWeights": entry["kepler_weights"]} if isinstance(entry.get("kepler_weights"), bool) else {}),
-            **({"keplerWeightsModel": entry["kepler_weights_model"][:256]}
-               if isinstance(entry.get("kepler_weights_model"), str) else {})}
+def _model_entry(entry: ModelSummary) -> dict[str, Any]:
+    return {"energySource": entry.energy_source, "outputType": entry.output_type,
+            "featureGroup": entry.feature_group, "modelName": entry.model_name, "trainer": entry.trainer,
+            "mae": entry.mae, "path": entry.path,
+            **({"keplerWeights": entry.kepler_weights} if entry.kepler_weights is not None else {}),
+            **({"keplerWeightsModel": entry.kepler_weights_model[:256]}
+               if entry.kepler_weights_model is not None else {})}
 
 
 def merge_conditions(old: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]], now: str,
@@ -162,10 +144,10 @@ def merge_conditions(old: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str
     merged = []
     for cond in new:
         prior = before.get(cond["type"])
-        flipped = prior is None or prior.get("status") != cond["status"]
+        kept = prior["lastTransitionTime"] if prior is not None and prior.get("status") == cond["status"] else None
         merged.append({"type": cond["type"], "status": cond["status"], "reason": cond["reason"],
                        "message": cond.get("message", "")[:MAX_MESSAGE],
-                       "lastTransitionTime": now if flipped else prior["lastTransitionTime"],
+                       "lastTransitionTime": now if kept is None else kept,
                        "observedGeneration": generation})
     return merged
 
@@ -184,11 +166,12 @@ def _tp_conditions(outcome: Outcome | None, problem: OperatorError | None, suspe
             reason, message = "RunNotStarted", "no run was started yet"
         return [_cond("Ready", FALSE, reason, message), *(_cond(s, UNKNOWN, reason, message) for s in TP_STAGES)]
     if outcome.state == api.Phase.SUCCEEDED.value:
-        summary = outcome.summary or {}
-        return [_cond("Ready", TRUE, "Succeeded", f"published {summary.get('models', 0)} models"),
+        models = outcome.summary.models if outcome.summary else 0
+        path = outcome.summary.path if outcome.summary else None
+        return [_cond("Ready", TRUE, "Succeeded", f"published {models} models"),
                 _cond("DataAvailable", TRUE, "MetricsQueried"),
-                _cond("Trained", TRUE, "ModelsTrained", f"{summary.get('models', 0)} models"),
-                _cond("Published", TRUE, "PipelinePublished", str(volume_path(summary.get("path")) or ""))]
+                _cond("Trained", TRUE, "ModelsTrained", f"{models} models"),
+                _cond("Published", TRUE, "PipelinePublished", volume_path(path) or "")]
     if outcome.state != api.Phase.FAILED.value:
         return [_cond("Ready", FALSE, outcome.reason, outcome.message),
                 *(_cond(s, UNKNOWN, outcome.reason, outcome.message) for s in TP_STAGES)]
@@ -214,10 +197,10 @@ def _ee_conditions(outcome: Outcome | None, problem: OperatorError | None, resol
             _cond("ModelResolved", TRUE, "PipelineFound", resolved or "")
         return [_cond("Ready", FALSE, reason, message), resolved_cond]
     if outcome.state == api.Phase.SUCCEEDED.value:
-        model = (outcome.summary or {}).get("model") or {}
-        result = volume_path((outcome.summary or {}).get("result")) or ""
+        model = outcome.summary.model if outcome.summary else None
+        result = volume_path(outcome.summary.result if outcome.summary else None) or ""
         return [_cond("Ready", TRUE, "Succeeded", f"result written to {result}"),
-                _cond("ModelResolved", TRUE, "ModelLoaded", str(model.get("path") or model.get("model_name") or ""))]
+                _cond("ModelResolved", TRUE, "ModelLoaded", (model.path or model.model_name) if model else "")]
     if outcome.reason == "ModelNotFound":
         return [_cond("Ready", FALSE, outcome.reason, outcome.message),
                 _cond("ModelResolved", FALSE, outcome.reason, outcome.message)]
@@ -288,9 +271,9 @@ def training_status(old: Mapping[str, Any], *, generation: int, job: Mapping[str
     status = _common(old, job, outcome, problem, _tp_conditions(outcome, problem, suspended), generation, now)
     if outcome is not None and outcome.state == api.Phase.SUCCEEDED.value and outcome.summary:
         summary = outcome.summary
-        status.update(bestModels=best_models(summary), modelCount=int(summary.get("models") or 0),
-                      pipelinePath=volume_path(summary.get("path")), archive=volume_path(summary.get("archive")),
-                      reportPath=volume_path(summary.get("report")))
+        status.update(bestModels=best_models(summary), modelCount=summary.models,
+                      pipelinePath=volume_path(summary.path), archive=volume_path(summary.archive),
+                      reportPath=volume_path(summary.report))
     return api.TrainingPipelineStatus.model_validate(status).dump()
 
 
@@ -304,15 +287,14 @@ def estimation_status(old: Mapping[str, Any], *, generation: int, job: Mapping[s
     status = _common(old, job, outcome, problem, _ee_conditions(outcome, problem, resolved), generation, now)
     if outcome is not None and outcome.state == api.Phase.SUCCEEDED.value and outcome.summary:
         summary = outcome.summary
-        components = summary.get("components") or {}
         status.update(
-            resultPath=volume_path(summary.get("result")),
-            reportPath=volume_path(summary.get("report")),
-            model=_model_entry(summary["model"]) if isinstance(summary.get("model"), dict) else None,
-            summary={"samples": summary.get("samples"),
-                     "components": [{"component": name, "energyJoules": c.get("energy_joules"),
-                                     "meanPowerWatts": c.get("mean_power_watts"), "mae": c.get("mae")}
-                                    for name, c in sorted(components.items()) if isinstance(c, dict)][:16]})
+            resultPath=volume_path(summary.result),
+            reportPath=volume_path(summary.report),
+            model=_model_entry(summary.model) if summary.model is not None else None,
+            summary={"samples": summary.samples,
+                     "components": [{"component": name, "energyJoules": c.energy_joules,
+                                     "meanPowerWatts": c.mean_power_watts, "mae": c.mae}
+                                    for name, c in sorted(summary.components.items())][:16]})
     return api.EnergyEstimationStatus.model_validate(status).dump()
 
 
@@ -320,7 +302,7 @@ def transitions(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Transiti
     """Events for a status change: one per phase change, carrying the Ready condition's reason."""
     if old.get("phase") == new.get("phase"):
         return []
-    ready = next((c for c in new.get("conditions") or [] if c["type"] == "Ready"), {})
+    ready: Mapping[str, Any] = next((c for c in new.get("conditions") or [] if c["type"] == "Ready"), {})
     kind = "Warning" if new.get("phase") == api.Phase.FAILED.value else "Normal"
     message = f"{old.get('phase') or 'None'} -> {new.get('phase')}: {ready.get('message') or ready.get('reason', '')}"
     return [Transition(kind, str(ready.get("reason") or new.get("phase")), message[:1024])]

@@ -126,7 +126,6 @@ class Model:
 
     def _expected_from_dump(self):
         from kepler_trainer.estimate import ModelChoice, estimate
-        from kepler_trainer.extract import extract
         from kepler_trainer.features import energy_source
 
         extracted = _extracted(self.source, energy_source)

@@ -78,7 +78,8 @@ def test_init_file(version: str, all_models: list[Model]) -> None:
             files.append(model.weight_json)
         for file in files:
             case = base_case(model, f"{version} file {model.path} {file.name}", model.trainer)
-            cases.append(({**case, "file": str(file), "artefact": str(file.relative_to(model.pipeline_dir.parent))}, model))
+            cases.append(({**case, "file": str(file), "artefact": str(file.relative_to(model.pipeline_dir.parent))},
+                          model))
     assert cases
     check(version, "init file", cases)
 

@@ -43,7 +43,8 @@ def estimator(work: Path, env: dict[str, str]) -> Iterator[Path]:
         deadline = time.monotonic() + 60
         while not sock.exists():
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the estimator did not start: {proc.stdout.read() if proc.poll() is not None else ''}")
+                said = proc.stdout.read() if proc.poll() is not None else ""
+                raise RuntimeError(f"the estimator did not start: {said}")
             time.sleep(0.05)
         yield sock
     finally:
@@ -59,7 +60,8 @@ def sidecar_case(case_id: str, sock: Path, asked: Model, chosen: Model, trainer:
     return {"id": case_id, "mode": "sidecar", "socket": str(sock), "output_type": asked.output_type,
             "source": harness.KEPLER_SOURCE[asked.source], "trainer": trainer, "features": asked.kepler_features,
             "system_features": harness.SYSTEM_FEATURES, "system_values": harness.SYSTEM_VALUES,
-            "rows": harness.rows_for(asked, chosen), "batch_rows": ROWS_PER_REQUEST, "artefact": f"sidecar {chosen.path}"}
+            "rows": harness.rows_for(asked, chosen), "batch_rows": ROWS_PER_REQUEST,
+            "artefact": f"sidecar {chosen.path}"}
 
 
 def check(version: str, path: str, cases: list[tuple[dict, Model]]) -> None:
@@ -96,20 +98,22 @@ def test_sidecar_with_the_model_server(version: str, all_models: list[Model], se
     trainers = sorted({m.trainer for m in all_models})
     cases = []
     for pipeline in ("dump2023", "nx12"):
-        with estimator(tmp_path / pipeline, {"MODEL_SERVER_ENABLE": "true", "MODEL_SERVER_URL": servers[pipeline]}) as sock:
+        with estimator(tmp_path / pipeline, {"MODEL_SERVER_ENABLE": "true",
+                                             "MODEL_SERVER_URL": servers[pipeline]}) as sock:
             pipeline_cases = []
             for n, asked in enumerate(m for m in groups_for(version, all_models) if m.pipeline_dir.name == pipeline):
                 # each group starts with another trainer than the last ended with: every request refetches
                 for trainer in trainers[n % len(trainers):] + trainers[:n % len(trainers)]:
-                    body = {"metrics": asked.kepler_features + harness.SYSTEM_FEATURES, "output_type": asked.output_type,
+                    body = {"metrics": asked.kepler_features + harness.SYSTEM_FEATURES,
+                            "output_type": asked.output_type,
                             "source": asked.source, "filter": "", "trainer_name": trainer,
                             "machine_spec": {k: v for k, v in SIDECAR_SPEC.items() if k != "vendor"}}
                     answer = httpx.post(f"{servers[pipeline]}/model", json=body, timeout=30)
                     if answer.status_code != 200:
                         continue  # no such trainer's model for these features
                     chosen = by_path[answer.headers["X-Model-Path"]]
-                    pipeline_cases.append((sidecar_case(f"{version} sidecar {chosen.path} (asked {asked.group}, {trainer})", sock,
-                                                        asked, chosen, trainer), chosen))
+                    name = f"{version} sidecar {chosen.path} (asked {asked.group}, {trainer})"
+                    pipeline_cases.append((sidecar_case(name, sock, asked, chosen, trainer), chosen))
             check(version, "sidecar (model server)", pipeline_cases)
             cases += pipeline_cases
     assert {harness.family(m.trainer) for _, m in cases} == {harness.family(t) for t in trainers}

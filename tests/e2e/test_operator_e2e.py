@@ -16,8 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.apiserver import SELECTOR, OperatorProcess, Resources, condition, ensure_namespace, kube_api, \
-    phase, skip_reason
+from tests.support.apiserver import (
+    SELECTOR,
+    OperatorProcess,
+    Resources,
+    condition,
+    ensure_namespace,
+    kube_api,
+    phase,
+    skip_reason,
+)
 from tests.support.kubelet import Kubelet, kepler_model_available
 
 pytestmark = [pytest.mark.apiserver, pytest.mark.prometheus, pytest.mark.slow, pytest.mark.timeout(600)]

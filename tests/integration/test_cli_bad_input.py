@@ -80,7 +80,8 @@ def test_a_huge_counter_value_is_dropped_and_counted(tmp_path, clean):
 
 def test_power_made_of_huge_values_is_refused(tmp_path):
     def everything_huge(result: QueryResult) -> None:
-        result.metrics[PACKAGE] = [Series(s.labels, s.timestamps, np.full(len(s), 1e308)) for s in result.metrics[PACKAGE]]
+        result.metrics[PACKAGE] = [Series(s.labels, s.timestamps, np.full(len(s), 1e308))
+                                   for s in result.metrics[PACKAGE]]
     run, summary = train(tmp_path, altered(tmp_path, "all-huge", everything_huge))
     refused(run, summary, 3, f"samples of {PACKAGE} are not usable")
     assert not (tmp_path / "models" / "p").exists()
@@ -112,7 +113,8 @@ def test_a_series_contradicting_itself_is_refused(tmp_path):
 
 def test_json_nested_100000_deep_is_refused(tmp_path):
     deep = tmp_path / "deep.json"
-    deep.write_text('{"%s": [{"metric": {}, "x": %s, "values": []}]}' % (PACKAGE, "[" * 100_000 + "]" * 100_000))
+    nested = "[" * 100_000 + "]" * 100_000
+    deep.write_text(f'{{"{PACKAGE}": [{{"metric": {{}}, "x": {nested}, "values": []}}]}}')
     run, summary = train(tmp_path, deep)
     refused(run, summary, 3, "nested deeper")
 
@@ -200,5 +202,6 @@ def test_a_table_with_huge_and_infinite_values(tmp_path, rows, code):
         refused(run, json.loads(log.read_text()), code, "the table is refused")
     else:
         assert run.returncode == 0, run.stderr
-        meta = json.loads((tmp_path / "models/t/rapl-sysfs/AbsPower/CounterOnly/LinearRegressionTrainer_1/metadata.json").read_text())
+        model = tmp_path / "models/t/rapl-sysfs/AbsPower/CounterOnly/LinearRegressionTrainer_1"
+        meta = json.loads((model / "metadata.json").read_text())
         assert 0 <= meta["mae"] < 50

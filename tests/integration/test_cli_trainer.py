@@ -72,7 +72,8 @@ def test_metadata_schemas(trained):
     assert meta["name"] == "real" and meta["isolator"] == "min" and meta["extractor"] == "default"
     assert meta["abs_trainers"] == FAST.split(",")  # one entry per trainer, not per instance
     assert set(meta["energy_sources"]) == {"rapl-sysfs", "acpi"}
-    model = json.loads((p / "rapl-sysfs/AbsPower/CounterOnly/GradientBoostingRegressorTrainer_0/metadata.json").read_text())
+    model = json.loads((p / "rapl-sysfs/AbsPower/CounterOnly/GradientBoostingRegressorTrainer_0" / "metadata.json")
+                       .read_text())
     for key in ("model_name", "model_class", "model_file", "features", "fe_files", "output_type", "mae", "mape",
                 "package_mae", "core_mae", "uncore_mae", "dram_mae", "package_mape", "dram_mape"):
         assert key in model, key
@@ -138,9 +139,10 @@ def test_synthetic_truth_is_recovered_by_the_linear_trainer(tmp_path):
                        "-fg", "Basic", "--abs-trainers", "LinearRegression", "--dyn-trainers", "LinearRegression",
                        "--data-path", str(tmp_path))
     assert run.returncode == 0, run.stderr
-    meta = json.loads((tmp_path / "models/truth/rapl-sysfs/AbsPower/Basic/LinearRegressionTrainer_0/metadata.json").read_text())
+    folder = tmp_path / "models/truth/rapl-sysfs/AbsPower/Basic/LinearRegressionTrainer_0"
+    meta = json.loads((folder / "metadata.json").read_text())
     assert meta["package_mae"] < 1.0, "within 2 sigma of the 0.5 W noise"
-    weights = json.loads((tmp_path / "models/truth/rapl-sysfs/AbsPower/Basic/LinearRegressionTrainer_0/weight.json").read_text())
+    weights = json.loads((folder / "weight.json").read_text())
     w = weights["package"]["All_Weights"]
     assert w["Bias_Weight"] == pytest.approx(truth.idle["package"], abs=1.5)
     instr = w["Numerical_Variables"]["cpu_instructions"]

@@ -35,7 +35,8 @@ ESTIMATED = {"ok": True, "command": "estimate", "result": "/models/team/estimati
 
 
 POLICY = {"allowed_prometheus_urls": "http://prometheus:9090,https://prom:9091", "allowed_pvcs": "models"}
-"""What the admin allows these tests (the operator's policy is default deny: tests/integration/test_operator_policy_apiserver.py)."""
+"""What the admin allows these tests (the operator's policy is default deny:
+tests/integration/test_operator_policy_apiserver.py)."""
 
 
 def succeed(job: dict) -> tuple[int, str]:
@@ -186,7 +187,7 @@ def test_printer_columns(kube, ns, res):
     table = _table(kube, ns, "trainingpipelines")
     names = [c["name"] for c in table["columnDefinitions"]]
     assert names == ["Name", "Phase", "Ready", "Best", "MAE", "Models", "Pipeline", "Last Run", "Report", "Age"]
-    row = dict(zip(names, table["rows"][0]["cells"]))
+    row = dict(zip(names, table["rows"][0]["cells"], strict=False))
     assert (row["Phase"], row["Ready"], row["Best"], row["MAE"], row["Models"], row["Pipeline"]) == \
         ("Succeeded", "True", "SGDRegressorTrainer_0", 2.75, 8, "std_v1")
     assert row["Report"] == "team/std_v1/report.html"

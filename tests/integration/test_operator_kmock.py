@@ -147,7 +147,8 @@ def test_create_run_complete(cluster):
         assert job["metadata"]["ownerReferences"][0]["uid"] == tp["metadata"]["uid"]
         assert wait(lambda: phase_of(cluster, "demo") == "Pending")
 
-        batch.patch_namespaced_job_status("demo-train-g1", NS, {"status": {"active": 1, "startTime": "2026-11-23T12:00:01Z"}})
+        batch.patch_namespaced_job_status("demo-train-g1", NS, {"status": {"active": 1,
+                                                                           "startTime": "2026-11-23T12:00:01Z"}})
         assert wait(lambda: phase_of(cluster, "demo") == "Running")
 
         labels = {**job["spec"]["template"]["metadata"]["labels"], "job-name": "demo-train-g1"}

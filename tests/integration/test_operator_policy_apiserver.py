@@ -206,7 +206,7 @@ def test_admission_refuses_a_zip_name_and_a_regex_filter_before_any_job(res, ope
 
 
 def test_the_operator_reads_a_secrets_labels_without_its_data(kube, res, monkeypatch):
-    from kepler_operator.handlers import Kube
+    from kepler_operator.kube import Kube
 
     secret(res, "labelled", {LABEL: "true"})
     monkeypatch.setenv("KUBECONFIG", kube.kubeconfig)

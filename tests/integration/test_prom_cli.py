@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -67,7 +67,7 @@ def test_query_takes_its_window_from_a_benchmark_file(session_prometheus, tmp_pa
     data = tmp_path / "data"
     data.mkdir()
     start, end = env.data.end - 600, env.data.end
-    iso = lambda t: datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")  # noqa: E731
+    iso = lambda t: datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # noqa: E731
     (data / "stressng.json").write_text(json.dumps({"startTimeUTC": iso(start), "endTimeUTC": iso(end)}))
     proc, summary = kepler_model("query", "-s", env.url, "--benchmark", "stressng", "--data-path", str(data),
                                  "--label-filter", "job=kepler-exporter", cwd=tmp_path)

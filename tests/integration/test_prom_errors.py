@@ -7,8 +7,13 @@ import time
 import pytest
 
 from kepler_trainer import prom
-from kepler_trainer.errors import (InputError, NoKeplerMetricsError, PrometheusQueryError,
-                                   PrometheusUnreachableError, TooFewSamplesError)
+from kepler_trainer.errors import (
+    InputError,
+    NoKeplerMetricsError,
+    PrometheusQueryError,
+    PrometheusUnreachableError,
+    TooFewSamplesError,
+)
 from tests.support.openmetrics import assert_matches_backfill, training_window
 from tests.support.prometheus import GatewayProxy, free_port
 from tests.support.prometheus import query_args as window_args

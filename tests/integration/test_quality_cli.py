@@ -23,7 +23,7 @@ def test_train_from_data_publishes_the_quality_trainers_with_their_errors(tmp_pa
     assert run.returncode == 0, run.stderr
     pipeline = tmp_path / "models" / "quality"
     table = pd.read_csv(pipeline / "rapl-sysfs_AbsPower_model_metadata.csv")
-    maes = dict(zip(table.trainer, table.mae))
+    maes = dict(zip(table.trainer, table.mae, strict=False))
     assert set(maes) == {"HistGradientBoostingTrainer", "MonotonicHistGradientBoostingTrainer",
                          "ExtraTreesTrainer", "LinearRegressionTrainer"}
     assert all(m > 0 for m in maes.values())

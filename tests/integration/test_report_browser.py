@@ -22,7 +22,8 @@ CHARTS = """() => [...document.querySelectorAll('svg.chart')].map(svg => {
           series: [...svg.querySelectorAll('g.series')].map(g => {
             const b = g.getBBox();
             return {name: g.dataset.name, points: +g.dataset.points, width: b.width, height: b.height,
-                    marks: g.querySelector('path') ? (g.querySelector('path').getAttribute('d').match(/M/g) || []).length
+                    marks: g.querySelector('path')
+                        ? (g.querySelector('path').getAttribute('d').match(/M/g) || []).length
                                                    : g.querySelectorAll('rect').length};
           })};
 })"""
@@ -69,7 +70,8 @@ def assert_charts(charts, pipeline):
         kinds = [c["kind"] for c in found]
         assert kinds == ["line", "scatter"] + (["bar"] if sample["blocks"] else [])
         line, scatter = found[0], found[1]
-        assert [s["name"] for s in line["series"]] == [f"{c} {w}" for c in components for w in ("measured", "predicted")]
+        assert [s["name"] for s in line["series"]] == [f"{c} {w}" for c in components for w in ("measured",
+                                                                                                "predicted")]
         assert [s["name"] for s in scatter["series"]] == components
         for series in line["series"] + scatter["series"]:
             assert series["points"] == drawn and series["marks"] >= 1
@@ -137,7 +139,8 @@ def test_served_report_is_the_published_page_and_stays_offline(trained, chromium
         assert answer.content == (trained["models"] / "real" / "report.html").read_bytes()
         seen = visit(chromium, url)
         assert_offline(seen, url)
-        assert len(seen.page.evaluate(CHARTS)) == 2 * len({k.rsplit("/", 1)[0] for k in models_on_disk(trained["models"] / "real")})
+        assert len(seen.page.evaluate(CHARTS)) == 2 * len({k.rsplit("/", 1)[0]
+                                                           for k in models_on_disk(trained["models"] / "real")})
         seen.page.close()
 
 
@@ -150,13 +153,14 @@ def test_estimation_report_renders_offline_with_the_estimation_summary(trained, 
     components = list(summary["components"])
     charts = seen.page.evaluate(CHARTS)
     assert [c["kind"] for c in charts] == ["line", "line", "scatter"]  # the 2023 dump has measured power
-    assert [s["name"] for s in charts[0]["series"]] == [f"{c} {w}" for c in components for w in ("measured", "predicted")]
+    assert [s["name"] for s in charts[0]["series"]] == [f"{c} {w}" for c in components for w in ("measured",
+                                                                                                 "predicted")]
     assert [s["name"] for s in charts[1]["series"]] == components
     for chart in charts:
         assert chart["width"] > 100 and chart["height"] > 100 and len(chart["series"]) == chart["declared"]
     rows = seen.page.evaluate(ROWS, "table.components tbody tr")
     assert len(rows) == len(components)
-    for component, row in zip(components, rows):
+    for component, row in zip(components, rows, strict=False):
         expected = summary["components"][component]
         for key in ("energy_joules", "mean_power_watts", "mae"):
             assert row["cells"][key]["value"] == pytest.approx(expected[key], abs=1e-3), (component, key)

@@ -133,5 +133,6 @@ def test_hostile_query_strings(server: ServerProcess, params: dict[str, str], ro
 def test_the_symlinked_pipeline_and_files_are_not_served(server: ServerProcess) -> None:
     pipelines = httpx.get(f"{server.url}/pipelines").json()["pipelines"]
     assert [p["name"] for p in pipelines] == ["p"]
-    answer = httpx.post(f"{server.url}/model", json={"metrics": [], "output_type": "AbsPower", "pipeline_name": "escape"})
+    answer = httpx.post(f"{server.url}/model", json={"metrics": [], "output_type": "AbsPower",
+                                                     "pipeline_name": "escape"})
     assert answer.status_code == 400

@@ -18,9 +18,9 @@ from typing import Any
 
 import httpx
 import pytest
-from kepler_trainer.serve.metrics import RequestMetrics
 from prometheus_client.parser import text_string_to_metric_families
 
+from kepler_trainer.serve.metrics import RequestMetrics
 from tests.integration.test_serve_support import ServerProcess, zip_names
 
 DATA = Path("/work/shared/data/kepler-metrics/prom_response_2023.json")
@@ -154,7 +154,9 @@ def test_post_model_rejects_bad_bodies_with_400(server: httpx.Client, body: byte
 
 def test_body_size_limit_is_413_declared_or_streamed(server: httpx.Client) -> None:
     big = b'{"metrics": [' + b'"a",' * 30000 + b'"a"], "output_type": "AbsPower"}'
-    chunks = lambda: (big[i:i + 4096] for i in range(0, len(big), 4096))
+    def chunks():
+        return (big[i:i + 4096] for i in range(0, len(big), 4096))
+
     for content in (big, chunks()):
         try:  # a connection of its own: the server may close it after refusing
             answer = httpx.post(f"{server.base_url}/model", content=content)
@@ -189,7 +191,8 @@ def test_best_models_with_dashed_parameters(server: httpx.Client, models_dir: Pa
 def test_models_and_weights_by_path_serve_the_published_files(server: httpx.Client, models_dir: Path) -> None:
     for m in on_disk(models_dir)[::7]:
         zipped = server.get(f"/models/{m['_path']}.zip")
-        assert zipped.status_code == 200 and zipped.content == (m["_dir"].parent / f"{m['model_name']}.zip").read_bytes()
+        archive = m["_dir"].parent / f"{m['model_name']}.zip"
+        assert zipped.status_code == 200 and zipped.content == archive.read_bytes()
         assert server.get(f"/models/{m['_path']}").content == zipped.content
         weights = server.get(f"/model-weights/{m['_path']}.json")
         if m["trainer"] in WEIGHT_TRAINERS:
@@ -223,13 +226,15 @@ def test_metrics_expose_model_errors_weights_and_requests(server: httpx.Client, 
     for m in on_disk(models_dir)[::5]:
         model = {"pipeline": PIPELINE, "source": m["_source"], "output_type": m["_ot"], "feature_group": m["_fg"],
                  "model": m["model_name"]}
-        mae = [v for name, labels, v in exposed if name == "kepler_model_mae_watts" and labels == {**model, "component": "all"}]
+        mae = [v for name, labels, v in exposed if name == "kepler_model_mae_watts"
+               and labels == {**model, "component": "all"}]
         assert mae == [pytest.approx(m["mae"])]
         weights = {(labels["component"], labels["feature"]): v for name, labels, v in exposed
                    if name == "kepler_model_weight" and labels.items() >= model.items()}
         if m["trainer"] in WEIGHT_TRAINERS:
             published = json.loads((m["_dir"].parent / f"{m['model_name']}.json").read_text())
-            assert weights == {(c, f): pytest.approx(w["weight"]) for c, doc in published.items() if isinstance(doc, dict) and "All_Weights" in doc
+            assert weights == {(c, f): pytest.approx(w["weight"]) for c, doc in published.items()
+                               if isinstance(doc, dict) and "All_Weights" in doc
                                for f, w in doc["All_Weights"]["Numerical_Variables"].items()}
         else:
             assert weights == {}
@@ -267,7 +272,8 @@ def test_readyz_waits_for_the_models_folder(tmp_path: Path, models_dir: Path) ->
 def test_two_workers_share_metrics(models_dir: Path, server_name: str) -> None:
     """Each worker batches its counts; every worker's requests reach /metrics within the flush delay."""
     needs(server_name)
-    with ServerProcess(models_dir, "--http-server", server_name, workers=2) as proc, httpx.Client(base_url=proc.url) as client:
+    with ServerProcess(models_dir, "--http-server", server_name,
+                       workers=2) as proc, httpx.Client(base_url=proc.url) as client:
         for _ in range(40):
             assert client.get("/model-weights/AbsPower", headers={"connection": "close"}).status_code == 200
         seen, deadline = [], time.monotonic() + 10

@@ -107,7 +107,8 @@ def test_publish_while_serving(tmp_path: Path, server_name: str, workers: int) -
                                             headers={"connection": "close"})
                         if float(answer.headers.get("x-model-mae", "nan")) != v + 0.5:
                             stale.append((v, answer.status_code, answer.headers.get("x-model-mae")))
-                    q = client.post("/model", json={"metrics": METRICS, "output_type": "AbsPower", "pipeline_name": "q"})
+                    q = client.post("/model", json={"metrics": METRICS, "output_type": "AbsPower",
+                                                    "pipeline_name": "q"})
                     if q.status_code != (200 if v % 3 == 0 else 400):
                         stale.append((v, "q", q.status_code))
         finally:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Self
 
 import httpx
+
 from kepler_trainer import pipeline
 
 COMPONENTS = {"rapl-sysfs": ("package", "core", "uncore", "dram"), "acpi": ("platform",)}
@@ -59,7 +60,8 @@ def weight_doc(model: FakeModel) -> dict[str, Any]:
     features = model.features or GROUP_FEATURES[model.feature_group]
     doc = {}
     for i, component in enumerate(COMPONENTS[model.source]):
-        variables = {f: {"scale": 1000.0 + j, "weight": round(model.mae + i + j / 10, 3)} for j, f in enumerate(features)}
+        variables = {f: {"scale": 1000.0 + j, "weight": round(model.mae + i + j / 10, 3)} for j,
+                     f in enumerate(features)}
         doc[component] = {"All_Weights": {"Bias_Weight": 100.0 + i, "Categorical_Variables": {},
                                           "Numerical_Variables": variables}}
     return doc

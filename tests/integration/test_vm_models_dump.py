@@ -38,7 +38,7 @@ def test_platform_gauge_and_rapl_zones_from_one_dump(tmp_path):
     pipeline = tmp_path / "models" / "ne"
     rows = pd.read_csv(pipeline / "preprocessed_data" / "node-exporter_abs_data.csv").dropna(subset=["platform_power"])
     # the gauge is taken as it is (watts) at its own timestamp, not differentiated like the counters
-    measured = dict(zip(derived.timestamps.astype(float), platform))
+    measured = dict(zip(derived.timestamps.astype(float), platform, strict=False))
     assert len(rows) > 100
     assert np.allclose(rows["platform_power"], [measured[t] for t in rows["timestamp"]])
     for source, zones in (("platform", ["platform"]), ("rapl-sysfs", ["package", "core", "uncore", "dram"])):
@@ -54,7 +54,8 @@ def test_platform_gauge_and_rapl_zones_from_one_dump(tmp_path):
         assert client.get("/pipelines").json()["pipelines"][0]["sources"] == ["platform", "rapl-sysfs"]
         folder = "ne/platform/AbsPower/node-exporter/LinearRegressionTrainer_0"
         answer = client.get(f"/onnx/{folder}/model.onnx")
-        assert answer.status_code == 200 and answer.content == (tmp_path / "models" / folder / "model.onnx").read_bytes()
+        assert answer.status_code == 200
+        assert answer.content == (tmp_path / "models" / folder / "model.onnx").read_bytes()
 
 
 def _train_features(dump: Path, tmp_path: Path) -> subprocess.CompletedProcess:

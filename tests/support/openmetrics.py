@@ -14,11 +14,11 @@ range query must answer for it (instant-vector selection with the 5-minute lookb
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Iterator, Mapping
 
 import numpy as np
 
@@ -36,7 +36,7 @@ RATE_RANGES: Mapping[str, tuple[float, float]] = {
 }
 
 # Fixed in the past so that data, windows and caches are the same on every run.
-EPOCH = int(datetime(2026, 11, 1, tzinfo=timezone.utc).timestamp())
+EPOCH = int(datetime(2026, 11, 1, tzinfo=UTC).timestamp())
 
 
 @dataclass(frozen=True)

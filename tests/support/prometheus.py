@@ -21,10 +21,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterable, Iterator
 from urllib.parse import quote
 
 import pytest
@@ -104,7 +104,7 @@ class PrometheusHandle:
         except OSError:
             return ""
 
-    def __enter__(self) -> "PrometheusHandle":
+    def __enter__(self) -> PrometheusHandle:
         return self
 
     def __exit__(self, *exc) -> None:

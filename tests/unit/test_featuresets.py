@@ -34,7 +34,8 @@ def test_presets_are_documented_selectors_without_idle_time():
 
 def test_file_validation_is_one_message(tmp_path):
     path = tmp_path / "set.yaml"
-    path.write_text("name: x\nfeatures: {a: {query: up, unit: s, cpu_busy: true}}\ntargets: {gpu: {query: y, unit: W}}\n")
+    path.write_text("name: x\nfeatures: {a: {query: up, unit: s, cpu_busy: true}}\n"
+                    "targets: {gpu: {query: y, unit: W}}\n")
     with pytest.raises(ConfigError, match="target zone 'gpu'"):
         featuresets.load(str(path))
     path.write_text("name: x\nfeatures: {a: {query: up, unit: s}}\ntargets: {package: {query: y, unit: W}}\n")

@@ -237,3 +237,12 @@ def test_manifests_run_the_images_as_their_own_user() -> None:
         assert workload["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == NON_ROOT_UID
     operator = find(objects, "Deployment", "kepler-model-operator")["spec"]["template"]["spec"]["containers"][0]
     assert env_of(operator)["KEPLER_OPERATOR_RUN_AS_USER"] == str(NON_ROOT_UID)
+
+
+def test_both_images_copy_every_package_folder() -> None:
+    """A folder of `packages.find` left out of a build would install the project without that package."""
+    folders = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["where"]
+    assert "contract" in folders  # kepler_contract: the trainer and the operator both import it
+    for image, path in DOCKERFILES.items():
+        copied = {args.split()[0].rstrip("/") for args in parse(path)[1][0].all("COPY")}
+        assert set(folders) <= copied, f"{image}: {set(folders) - copied} not copied"

@@ -159,6 +159,7 @@ def test_the_sample_job_of_each_install_is_valid_and_locked_down(path: str) -> N
     TrainingPipeline: valid batch/v1 in strict mode, and as locked down as the install's workloads
     (it must pass the namespace's `restricted` Pod Security Standard)."""
     import kubernetes_validate
+
     from kepler_operator import api, jobs
 
     from .test_manifests_render import K8S_VERSIONS, env_of

@@ -10,7 +10,6 @@ import yaml
 from pydantic import ValidationError
 
 from kepler_operator import api, crdgen
-from kepler_operator.errors import EXIT_CODES
 
 REPO = Path(__file__).resolve().parents[2]
 BASE_TP = {"prometheus": {"url": "http://prometheus:9090"}, "window": {"intervalSeconds": 600},
@@ -132,18 +131,6 @@ def test_estimation_spec_rejects(change, message):
         api.EnergyEstimationSpec.model_validate({**BASE_EE, **change})
 
 
-def test_exit_code_table_matches_the_contract_document():
-    text = (REPO / "docs" / "contracts.md").read_text()
-    documented = {int(code): reason for code, reason in re.findall(r"^\| (\d+) \| `(\w+)` \|", text, re.M)}
-    assert documented == EXIT_CODES
-
-
-def test_exit_code_table_matches_the_trainer():
-    trainer_errors = pytest.importorskip("kepler_trainer.errors")
-    expected = {code: reason for code, reason in EXIT_CODES.items() if code != 2}  # 2 is argparse's
-    assert {c: r for c, r in trainer_errors.EXIT_CODES.items() if c != 2} == expected
-
-
 def test_the_operator_never_imports_the_trainer_stack():
     for path in (REPO / "operator" / "kepler_operator").glob("*.py"):
         source = path.read_text()
@@ -157,13 +144,6 @@ def test_generated_yaml_is_a_valid_crd_document():
         assert doc["apiVersion"] == "apiextensions.k8s.io/v1" and doc["kind"] == "CustomResourceDefinition"
         version = doc["spec"]["versions"][0]
         assert version["subresources"] == {"status": {}} and version["storage"] is True
-
-
-def test_enums_match_what_the_trainer_knows():
-    features = pytest.importorskip("kepler_trainer.features")
-    trainers = pytest.importorskip("kepler_trainer.trainers")
-    assert [g.value for g in api.FeatureGroup] == list(features.FEATURE_GROUPS)
-    assert [t.value for t in api.Trainer] == list(trainers.TRAINERS)
 
 
 @pytest.mark.parametrize("change, message", [

@@ -137,7 +137,7 @@ def test_long_owner_names_fit_63_characters_and_stay_distinct(length):
 def test_train_command_follows_the_contract():
     cmd = jobs.train_command(tp(storage={"subPath": "team-a"}))
     assert cmd[:4] == ["kepler-model", "train", "-s", "http://prometheus:9090"]
-    pairs = dict(zip(cmd[2::1], cmd[3::1]))
+    pairs = dict(zip(cmd[2::1], cmd[3::1], strict=False))
     assert pairs["--interval"] == "600" and pairs["--step"] == "3" and pairs["--metric-prefix"] == "kepler_"
     assert pairs["-p"] == "std_v1" and pairs["-e"] == "rapl-sysfs,acpi" and pairs["--isolator"] == "min"
     assert pairs["--abs-trainers"] == "LinearRegressionTrainer,SGDRegressorTrainer,GradientBoostingRegressorTrainer"
@@ -307,7 +307,8 @@ def test_job_manifests_are_valid_kubernetes_jobs(spec):
 def test_estimation_job_is_a_valid_kubernetes_job():
     spec = ee()
     job = jobs.estimation_job(jobs.Owner("EnergyEstimation", "est", "ns", "u"), spec,
-                              jobs.resolve_model(spec, "est", None, "pvc"), jobs.RunRequest("g1", "Created", 1), DEFAULTS)
+                              jobs.resolve_model(spec, "est", None, "pvc"), jobs.RunRequest("g1", "Created", 1),
+                              DEFAULTS)
     kubernetes_validate.validate(job, "1.33", strict=True)
     assert job["metadata"]["name"] == "est-estimate-g1"
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from kepler_operator.errors import JobRejectedError
-from kepler_operator.handlers import Kube
+from kepler_operator.kube import Kube
 
 JOB = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "demo-train-g1", "namespace": "ns"},
        "spec": {"template": {"spec": {"containers": [{"name": "trainer", "image": "x"}]}}}}

@@ -116,10 +116,6 @@ def test_colliding_pipeline_names_are_refused_by_operator_and_trainer_alike(name
     assert features.pipeline_name_problem(name) is not None
 
 
-def test_reserved_names_are_the_same_on_both_sides():
-    assert api.RESERVED_PIPELINE_NAMES == features.RESERVED_PIPELINE_NAMES
-
-
 @pytest.mark.parametrize("filters", [{"instance=~": ".*"}, {"bad-name": "x"}, {"x" * 129: "v"}, {"k": "v" * 1025},
                                      {f"k{i}": "v" for i in range(17)}])
 def test_label_filters_are_checked_by_pydantic_too(filters):

@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kepler_contract.exits import EXIT_CODES
 from kepler_operator import jobs, status
-from kepler_operator.errors import EXIT_CODES, InvalidSpecError, PipelineNotReadyError
+from kepler_operator.errors import InvalidSpecError, PipelineNotReadyError
 
 T0, T1, T2 = "2026-11-23T12:00:00Z", "2026-11-23T12:05:00Z", "2026-11-23T12:10:00Z"
 BEST = [
@@ -83,7 +84,7 @@ def test_unfinished_jobs(state, expected):
 
 def test_a_completed_job_with_a_summary_succeeded():
     outcome = status.job_outcome(job("complete"), term(0, json.dumps(OK)))
-    assert outcome.state == "Succeeded" and outcome.summary["models"] == 12
+    assert outcome.state == "Succeeded" and outcome.summary.models == 12
 
 
 @pytest.mark.parametrize("message", ["", "garbage", json.dumps({**OK, "ok": False})])

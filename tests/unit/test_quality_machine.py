@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from kepler_trainer.errors import InputError
 from kepler_trainer.machine import (
     NO_MATCH,
@@ -92,7 +93,8 @@ def test_discover_reads_cpuinfo_meminfo_and_cpufreq(tmp_path):
     proc, cpu = tmp_path / "proc", tmp_path / "cpu"
     proc.mkdir()
     (cpu / "cpu0" / "cpufreq").mkdir(parents=True)
-    block = "processor\t: {i}\nmodel name\t: Intel(R) Xeon(R) Platinum 8259CL CPU @ 2.50GHz\nphysical id\t: {p}\ncpu MHz\t\t: 2499.998\n\n"
+    block = ("processor\t: {i}\nmodel name\t: Intel(R) Xeon(R) Platinum 8259CL CPU @ 2.50GHz\n"
+             "physical id\t: {p}\ncpu MHz\t\t: 2499.998\n\n")
     (proc / "cpuinfo").write_text("".join(block.format(i=i, p=i // 2) for i in range(4)))
     (proc / "meminfo").write_text("MemTotal:       395312500 kB\nMemFree: 1 kB\n")
     (cpu / "cpu0" / "cpufreq" / "cpuinfo_max_freq").write_text("3499000\n")

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.model_selection import KFold
+
 from kepler_trainer import evaluate, pipeline
 from kepler_trainer.errors import ConfigError
 from kepler_trainer.features import OutputType
@@ -22,7 +24,6 @@ from kepler_trainer.trainers import (
     grows_with_load,
     trainer_names,
 )
-from sklearn.model_selection import KFold
 
 QUALITY = [s.name for s in QUALITY_TRAINERS]
 REAL = Path(__file__).resolve().parents[1] / "data" / "nx12" / "preprocess_abs_default_rapl_CounterOnly.csv"
@@ -75,7 +76,8 @@ def test_tuning_picks_the_candidate_with_the_lowest_error_on_training_folds_only
     Y2 = Y.copy()
     Y2.loc[400:, "package_power"] = 1e6
     again = PowerModel("ExtraTreesTrainer", tuning="blocked").fit(X.iloc[train], Y2.iloc[train])
-    np.testing.assert_array_equal(again.predict_components(X)["package_power"], model.predict_components(X)["package_power"])
+    np.testing.assert_array_equal(again.predict_components(X)["package_power"],
+                                  model.predict_components(X)["package_power"])
 
 
 def test_tuning_modes():
@@ -123,7 +125,8 @@ def test_real_nx12_table_new_trainers_beat_upstream_on_the_reference_protocol():
     data = pd.read_csv(REAL).sort_values("timestamp")
     X, Y = data[["cache_miss", "cpu_cycles", "cpu_instructions"]], data[[c for c in data if c.endswith("_power")]]
     best = {}
-    for group, names in (("upstream", ["XgboostFitTrainer", "KNeighborsRegressorTrainer"]), ("ours", ["ExtraTreesTrainer"])):
+    for group, names in (("upstream", ["XgboostFitTrainer", "KNeighborsRegressorTrainer"]),
+                         ("ours", ["ExtraTreesTrainer"])):
         maes = []
         for name in names:
             per_seed = []
@@ -154,4 +157,4 @@ def test_the_gate_marks_models_over_the_bound_and_publishes_the_rest(tmp_path):
     assert passed == {"LinearRegressionTrainer": False, "ExtraTreesTrainer": True}
     assert [b["trainer"] for b in summary["best"]] == ["ExtraTreesTrainer"]
     csv = pd.read_csv(tmp_path / "gated" / "rapl-sysfs_AbsPower_model_metadata.csv")
-    assert dict(zip(csv.trainer, csv.passed_gate)) == passed
+    assert dict(zip(csv.trainer, csv.passed_gate, strict=False)) == passed

@@ -17,7 +17,7 @@ def decode(path: str) -> list[list[tuple[float, float]]]:
     for move in re.findall(r"M[^M]+", path):
         numbers = [float(n) for n in re.findall(r"-?\d*\.?\d+", move)]
         points = [(numbers[0], numbers[1])]
-        for dx, dy in zip(numbers[2::2], numbers[3::2]):
+        for dx, dy in zip(numbers[2::2], numbers[3::2], strict=False):
             points.append((round(points[-1][0] + dx, 1), round(points[-1][1] + dy, 1)))
         segments.append(points)
     return segments
@@ -55,7 +55,7 @@ def test_scatter_has_the_identity_line_from_corner_to_corner():
 def test_ticks_cover_the_range_with_round_steps():
     ticks = _svg._ticks(0.3, 97.0)
     assert ticks[0] >= 0.3 and ticks[-1] <= 97.0 and len(ticks) >= 4
-    assert len({round(b - a, 9) for a, b in zip(ticks, ticks[1:])}) == 1
+    assert len({round(b - a, 9) for a, b in zip(ticks, ticks[1:], strict=False)}) == 1
 
 
 def test_held_out_sample_is_bounded_time_ordered_and_errors_use_every_row():
@@ -68,10 +68,12 @@ def test_held_out_sample_is_bounded_time_ordered_and_errors_use_every_row():
                  for f in folds]
     kept = sample(data, ["package_power"], predicted, ["x", "y"])
     assert kept["rows"] == n and len(kept["timestamp"]) == MAX_ROWS
-    assert kept["timestamp"] == sorted(kept["timestamp"]) and kept["timestamp"][0] == 0 and kept["timestamp"][-1] == n - 1
+    stamps = kept["timestamp"]
+    assert stamps == sorted(stamps) and stamps[0] == 0 and stamps[-1] == n - 1
     assert [b["rows"] for b in kept["blocks"]] == [1000, 2000]
     assert all(abs(b["mae"]["package"] - 1.5) < 1e-9 for b in kept["blocks"])
-    assert all(abs(p - m - 1.5) < 2e-3 for p, m in zip(kept["predicted"]["package"], kept["measured"]["package"]))
+    assert all(abs(p - m - 1.5) < 2e-3 for p, m in zip(kept["predicted"]["package"], kept["measured"]["package"],
+                                                       strict=False))
     assert sample(data, ["package_power"], predicted[:1], ["held-out"])["blocks"] == []
 
 

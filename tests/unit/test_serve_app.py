@@ -7,10 +7,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from kepler_trainer.serve import create_app
-from kepler_trainer.serve.app import route_of
 from prometheus_client.parser import text_string_to_metric_families
 
+from kepler_trainer.serve import create_app
+from kepler_trainer.serve.app import route_of
 from tests.integration.test_serve_support import FakeModel, publish
 
 BODY = {"metrics": ["bpf_cpu_time_ms", "bpf_page_cache_hit"], "output_type": "AbsPower", "weight": True}
@@ -28,7 +28,8 @@ def test_create_app_answers_in_process(tmp_path: Path, fast_path: bool) -> None:
             assert answer.headers["x-model-mae"] == "4.0"
             assert "model_name" not in answer.json()  # no machine_spec: Kepler 0.7.11's plain component map
             assert (await client.post("/model", content=b"x" * 2000)).status_code == 413
-            assert (await client.post("/model", json={**BODY, "output_type": "Watts"})).json()["error"] == "InvalidRequest"
+            bad_output = await client.post("/model", json={**BODY, "output_type": "Watts"})
+            assert bad_output.json()["error"] == "InvalidRequest"
             assert (await client.get("/readyz")).status_code == 200
             families = text_string_to_metric_families((await client.get("/metrics")).text)
             counted = {(s.labels["route"], s.labels["status"]): s.value for f in families for s in f.samples
@@ -50,6 +51,7 @@ def test_batched_request_metrics_equal_one_observation_at_a_time() -> None:
     must equal what observe() and inc() one request at a time would give."""
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.metrics import Counter, Histogram
+
     from kepler_trainer.serve.metrics import LATENCY_BUCKETS, RequestMetrics
 
     requests = [("/model", "POST", 200, 0.0004), ("/model", "POST", 200, 0.0005), ("/model-weights", "GET", 404, 0.03),
@@ -64,7 +66,8 @@ def test_batched_request_metrics_equal_one_observation_at_a_time() -> None:
     latency = Histogram("kepler_model_server_request_duration_seconds", "Time to answer a request", ["route"],
                         buckets=LATENCY_BUCKETS, registry=direct_registry)
     Counter("kepler_model_server_selections", "Models chosen by selection requests (POST /model, short names)",
-            ["pipeline", "source", "output_type", "feature_group", "model", "node_type_match"], registry=direct_registry)
+            ["pipeline", "source", "output_type", "feature_group", "model", "node_type_match"],
+            registry=direct_registry)
     for route, method, status, seconds in requests:
         counter.labels(route, method, str(status)).inc()
         latency.labels(route).observe(seconds)
@@ -81,7 +84,8 @@ def test_batched_request_metrics_equal_one_observation_at_a_time() -> None:
 
 
 def _samples(metrics) -> list:
-    return [(s.name, s.labels, s.value) for m in (metrics.requests, metrics.latency) for f in m.collect() for s in f.samples]
+    return [(s.name, s.labels, s.value) for m in (metrics.requests, metrics.latency) for f in m.collect()
+            for s in f.samples]
 
 
 @pytest.mark.parametrize(("address", "expected"), [

@@ -9,10 +9,10 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from kepler_trainer.serve.catalog import Catalog, Snapshot
 from kepler_trainer.serve.errors import StaleSnapshot
 from kepler_trainer.serve.selection import Criteria, select
-
 from tests.integration.test_serve_support import FakeModel, publish, weight_doc, write_pipeline
 
 GROUP = "rapl-sysfs/AbsPower/BPFOnly"
@@ -59,7 +59,8 @@ def test_a_fifo_in_a_model_never_blocks_the_scan(tmp_path: Path, name: str, serv
         (folder / GROUP / "SGDRegressorTrainer_0.json").unlink()
     pipeline = scan(tmp_path).pipelines["p"]
     names = [m.model_name for m in pipeline.models]
-    assert names == (["LinearRegressionTrainer_0", "SGDRegressorTrainer_0"] if served else ["LinearRegressionTrainer_0"])
+    assert names == (["LinearRegressionTrainer_0", "SGDRegressorTrainer_0"] if served
+                     else ["LinearRegressionTrainer_0"])
     if name.endswith("weight.json"):
         assert pipeline.rejected == {"not_a_file": 1}
     if name.endswith(".zip"):

@@ -9,9 +9,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from kepler_trainer.serve.catalog import Catalog
 from kepler_trainer.serve.errors import StaleSnapshot
-
 from tests.integration.test_serve_support import (
     FakeModel,
     publish,

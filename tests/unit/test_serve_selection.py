@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from kepler_trainer.serve.catalog import Catalog, Pipeline
 from kepler_trainer.serve.errors import InvalidRequest, NoMatchingModel
 from kepler_trainer.serve.schema import (
@@ -22,7 +23,6 @@ from kepler_trainer.serve.selection import (
     select,
     similarity,
 )
-
 from tests.integration.test_serve_support import FakeModel, publish
 
 BPF = frozenset({"bpf_cpu_time_ms", "bpf_page_cache_hit", "cpu_architecture"})
@@ -149,7 +149,9 @@ def test_filters_are_thresholds_and_feature_sets(tmp_path: Path) -> None:
         FakeModel("SGDRegressorTrainer", mae=9.0, extra_metadata={"abs_max_corr": 0.9}),
         FakeModel("XgboostFitTrainer", mae=1.0, feature_group="CounterOnly", extra_metadata={"abs_max_corr": 0.2}),
     ])
-    pick = lambda text: select(pipeline, crit(conditions=parse_filter(text))).entry.model_name
+    def pick(text):
+        return select(pipeline, crit(conditions=parse_filter(text))).entry.model_name
+
     assert pick("") == "XgboostFitTrainer_0"
     assert pick("abs_max_corr:0.5") == "SGDRegressorTrainer_0"
     assert pick("features:bpf_cpu_time_ms,bpf_page_cache_hit") == "SGDRegressorTrainer_0"
@@ -227,8 +229,9 @@ def test_weights_go_only_where_kepler_computes_them_as_we_do(tmp_path: Path) -> 
     assert select(pipeline, crit(metrics=ALL, weight=True)).entry.trainer == "SGDRegressorTrainer"
     assert select(pipeline, crit(metrics=alone, weight=True, trainer_from_answer=False)).entry.trainer \
         == "SGDRegressorTrainer"
-    assert select(pipeline, crit(metrics=alone, weight=True, trainer_from_answer=False,
-                                 trainer="LogarithmicRegressionTrainer")).entry.trainer == "LogarithmicRegressionTrainer"
+    chosen = select(pipeline, crit(metrics=alone, weight=True, trainer_from_answer=False,
+                                   trainer="LogarithmicRegressionTrainer"))
+    assert chosen.entry.trainer == "LogarithmicRegressionTrainer"
     with pytest.raises(NoMatchingModel, match="curve fits over one feature"):
         select(pipeline, crit(metrics=ALL, weight=True, trainer="ExponentialRegressionTrainer"))
     assert not next(m for m in pipeline.models if m.trainer == "ExponentialRegressionTrainer").kepler_weights

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+
 from kepler_trainer import sidecar
 from kepler_trainer.cli import build_parser
 from kepler_trainer.persist import LoadedModel
@@ -135,7 +136,8 @@ def test_a_request_written_in_pieces_is_answered_over_the_socket(tmp_path: Path,
 
 
 def test_the_manifests_example_runs_the_estimator_with_upstreams_arguments() -> None:
-    daemonset, config = yaml.safe_load_all((REPO / "manifests" / "examples" / "kepler-estimator-sidecar.yaml").read_text())
+    example = REPO / "manifests" / "examples" / "kepler-estimator-sidecar.yaml"
+    daemonset, config = yaml.safe_load_all(example.read_text())
     containers = {c["name"]: c for c in daemonset["spec"]["template"]["spec"]["containers"]}
     estimator = containers["estimator"]
     assert estimator["args"] == ["estimator"] and estimator["securityContext"]["runAsNonRoot"] is True

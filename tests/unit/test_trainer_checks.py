@@ -69,9 +69,10 @@ def test_other_metrics_are_left_alone():
 
 def test_the_query_output_parser_refuses_deep_nesting_without_recursion(tmp_path):
     path = tmp_path / "deep.json"
-    path.write_text('{"%s": [{"metric": {}, "junk": %s, "values": []}]}' % (COUNTER, "[" * 100_000 + "]" * 100_000))
+    nested = "[" * 100_000 + "]" * 100_000
+    path.write_text(f'{{"{COUNTER}": [{{"metric": {{}}, "junk": {nested}, "values": []}}]}}')
     with pytest.raises(InputError, match="nested deeper than"):
         promjson.load(path)
-    path.write_text('{"%s": [{"metric": {"a": "b"}, "junk": {"x": [1, {"y": [2, []]}, "s"], "z": {}}, '
-                    '"values": [[1, "2"], [2, "3"]]}]}' % COUNTER)
+    path.write_text(f'{{"{COUNTER}": [{{"metric": {{"a": "b"}}, '
+                    '"junk": {"x": [1, {"y": [2, []]}, "s"], "z": {}}, "values": [[1, "2"], [2, "3"]]}]}')
     assert promjson.load(path).metrics[COUNTER][0].values.tolist() == [2.0, 3.0]

@@ -59,7 +59,8 @@ def prometheus_counter(metric: str) -> bool:
     return metric.endswith("_total")
 
 
-def check_input(result: QueryResult, is_counter: Callable[[str], bool] = _is_counter) -> tuple[QueryResult, InputReport]:
+def check_input(result: QueryResult,
+                is_counter: Callable[[str], bool] = _is_counter) -> tuple[QueryResult, InputReport]:
     """The result with bad counter samples dropped and repeated series merged, and the report.
 
     InputError when the timestamps are not seconds, a series contradicts itself, or too much is bad."""
@@ -103,7 +104,7 @@ def _merge_repeats(metric: str, series_list: list[Series], report: InputReport) 
     if len(groups) == len(series_list):
         return series_list
     merged = []
-    for labels, parts in groups.items():
+    for parts in groups.values():
         if len(parts) == 1:
             merged.append(parts[0])
             continue

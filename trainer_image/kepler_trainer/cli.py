@@ -8,10 +8,11 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
-
 from typing import TYPE_CHECKING
+
+from kepler_contract.vocabulary import EXTRACTORS, ISOLATORS, OUTPUT_TYPES, SPLITS, TUNINGS
 
 from . import __version__
 from .errors import ConfigError, InputError, KeplerModelError, TooFewSamplesError
@@ -23,8 +24,6 @@ if TYPE_CHECKING:
     from .checks import InputReport
     from .data import QueryResult
     from .pipeline import Trained, TrainSettings
-
-ISOLATORS = ("none", "min", "profile", "trainer")
 
 TERMINATION_LOG_LIMIT = 4096
 DEFAULT_PIPELINE = "std_v0.7.11"
@@ -71,7 +70,7 @@ def _sources(args):
     return [energy_source(n) for n in names]
 
 
-def _load_inputs(args, progress: Progress) -> "QueryResult":
+def _load_inputs(args, progress: Progress) -> QueryResult:
     """The query result from `-i` files (comma list) or, with `-s`, straight from Prometheus."""
     from . import prom, promjson
     from .data import QueryResult
@@ -89,7 +88,7 @@ def _load_inputs(args, progress: Progress) -> "QueryResult":
     return merged
 
 
-def _load_checked(args, progress: Progress) -> tuple["QueryResult", "InputReport"]:
+def _load_checked(args, progress: Progress) -> tuple[QueryResult, InputReport]:
     """The inputs with bad counter samples dropped and repeated series merged (checks.py)."""
     from .checks import check_input
 
@@ -145,7 +144,7 @@ def _profiles(args, sources) -> dict[str, dict]:
     return {s.name: idle_profile(node_power(idle, s)) for s in sources}
 
 
-def _idle_window(args) -> "QueryResult":
+def _idle_window(args) -> QueryResult:
     """The idle machine's metrics from the same Prometheus (and filters) as the training data, over
     --profile-start-time .. --profile-end-time: what a TrainingPipeline's isolator.idleWindow asks for."""
     from . import prom
@@ -171,7 +170,7 @@ def _pipeline_name(args) -> str:
     return name
 
 
-def _settings(args, sources, groups, abs_trainers, dyn_trainers, profiles=None) -> "TrainSettings":
+def _settings(args, sources, groups, abs_trainers, dyn_trainers, profiles=None) -> TrainSettings:
     from .pipeline import TrainSettings
 
     return TrainSettings(
@@ -192,8 +191,8 @@ def cmd_train(args, progress: Progress) -> dict:
     _pipeline_name(args)
     _preflight(args, _model_path(args), "model path")
     from .extract import extract
-    from .preflight import output_errors
     from .pipeline import run
+    from .preflight import output_errors
     from .trainers import trainer_names
 
     sources = _sources(args)
@@ -256,7 +255,7 @@ def cmd_train_features(args, progress: Progress) -> dict:
     return summary
 
 
-def _exportable(path: str, result: "Trained") -> bool:
+def _exportable(path: str, result: Trained) -> bool:
     table = result.table
     return (Path(path) / table.source / table.output_type.value / table.group / result.metadata["model_name"]
             / "model.onnx").is_file()
@@ -329,7 +328,8 @@ def cmd_train_from_data(args, progress: Progress) -> dict:
         raise InputError(f"cannot read table {path}: {exc}") from None
     power = [f"{c}_power" for c in source.components if f"{c}_power" in data]
     if not power:
-        raise InputError(f"{path}: no power column of {source.name} ({', '.join(c + '_power' for c in source.components)})")
+        columns = ", ".join(c + "_power" for c in source.components)
+        raise InputError(f"{path}: no power column of {source.name} ({columns})")
     meta = {"timestamp", "node_type", "instance", "id", "workload"}
     features = sorted(c for c in data.columns if c not in meta and not c.endswith("_power")
                       and not c.startswith(("Unnamed", "packge_ratio", "package_ratio")) and c != "")
@@ -417,10 +417,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
     m.add_argument("-p", "--pipeline-name", default=None, help=f"pipeline name (train default: {DEFAULT_PIPELINE})")
     m.add_argument("-e", "--energy-source", default="rapl-sysfs",
                    help="energy source(s): rapl-sysfs (alias rapl: package, core, uncore, dram), acpi (platform)")
-    m.add_argument("-ot", "--output-type", default="AbsPower", choices=["AbsPower", "DynPower"],
+    m.add_argument("-ot", "--output-type", default="AbsPower", choices=OUTPUT_TYPES,
                    help="node power with idle (AbsPower) or dynamic power only (DynPower)")
     m.add_argument("-fg", "--feature-group", default="",
-                   help=f"feature group(s), comma list (default: all the data supports: {', '.join(DEFAULT_FEATURE_GROUPS)})")
+                   help="feature group(s), comma list (default: all the data supports: "
+                   f"{', '.join(DEFAULT_FEATURE_GROUPS)})")
     m.add_argument("--model-name", default=None, help="a model by name, e.g. SGDRegressorTrainer_0 (estimate)")
     m.add_argument("--node-type", type=int, default=0, help="node type index of the training machine (default 0)")
     m.add_argument("--id", default=None, help="machine id recorded in node_type_index.json")
@@ -430,7 +431,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def _training(parser: argparse.ArgumentParser) -> None:
     t = parser.add_argument_group("training")
-    t.add_argument("--extractor", default="default", choices=["default", "smooth"],
+    t.add_argument("--extractor", default="default", choices=EXTRACTORS,
                    help="default: per-interval rates; smooth: 30-sample rolling mean")
     t.add_argument("--isolator", default="min", choices=ISOLATORS,
                    help="how idle power is removed for DynPower models (default: min)")
@@ -458,12 +459,12 @@ def _training(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--max-mape", type=float, default=None, help="accuracy gate: largest zone MAPE in %%")
     t.add_argument("--max-idle-bias", type=float, default=None,
                    help="accuracy gate: largest |mean error| on idle rows, in watts (feature sets)")
-    t.add_argument("--split", default=None, choices=["random", "time", "workload"],
+    t.add_argument("--split", default=None, choices=SPLITS,
                    help="held-out 10%%: random rows (upstream default) or the last 10%% of time; or 'workload' "
                    "(the default with --features): leave "
                    "each run out in turn (runs: a 'workload' column, else pauses in the timestamps, else 5 "
                    "time blocks) and publish the model fitted on every row")
-    t.add_argument("--tuning", default="blocked", choices=["blocked", "random", "off"],
+    t.add_argument("--tuning", default="blocked", choices=TUNINGS,
                    help="how trainers with candidate settings pick one, by cross-validation on the training "
                    "rows only: contiguous time folds (default), shuffled folds, or no tuning")
     t.add_argument("--max-mae", type=float, default=None, help="accuracy gate in watts: only models under it "
@@ -508,7 +509,8 @@ def _report(parser: argparse.ArgumentParser) -> None:
         if action.dest not in shown:
             action.help = argparse.SUPPRESS
         elif action.dest == "output":
-            action.help = "the page's path under --data-path (default: report.html in the pipeline or estimation folder)"
+            action.help = ("the page's path under --data-path (default: report.html in the pipeline or "
+                           "estimation folder)")
         elif action.dest == "pipeline_name":
             action.help = "the published pipeline to report on"
 

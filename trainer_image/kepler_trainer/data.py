@@ -7,8 +7,8 @@ produce this, so `train` and `estimate` never care where their data came from.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import numpy as np
 

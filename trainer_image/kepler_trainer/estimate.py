@@ -16,6 +16,7 @@ from .extract import KEYS, Extracted
 from .features import PIPELINE_NAME, OutputType
 from .persist import LoadedModel
 
+
 def _safe_name(kind: str, value: str) -> str:
     if not PIPELINE_NAME.fullmatch(value):
         raise InputError(f"invalid {kind} {value!r}: use letters, digits, '.', '_' and '-' (not first)")
@@ -70,7 +71,8 @@ def choose_model(model_path: Path, pipeline: str | None, source: str, output_typ
             features = set(json.loads(row.features.replace("'", '"')))
             if not features <= available:
                 continue
-            candidates.append(ModelChoice(folder, folder / source / output_type.value / row.feature_group / row.model_name,
+            model_folder = folder / source / output_type.value / row.feature_group / row.model_name
+            candidates.append(ModelChoice(folder, model_folder,
                                           source, output_type.value, row.feature_group, row.model_name,
                                           float(row.mae)))
     if not candidates:

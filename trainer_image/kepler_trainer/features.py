@@ -1,34 +1,25 @@
-"""The vocabulary: feature groups, energy sources and their components, output types.
+"""The features behind each feature group, energy sources and their components, output types.
 
-Names follow upstream Kepler 0.7 (see docs/contracts.md); they are persisted as names, never as enum
-integers, because upstream renumbered its enum between releases.
+The names themselves are the contract's (`kepler_contract.vocabulary`, see docs/contracts.md): this
+module says what they mean in Kepler's metrics.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from enum import Enum
+
+from kepler_contract.vocabulary import (  # noqa: F401  (re-exported: the trainer's modules import them from here)
+    DEFAULT_FEATURE_GROUPS,
+    ENERGY_SOURCE_ALIASES,
+    ENERGY_SOURCE_COMPONENTS,
+    PIPELINE_NAME,
+    RESERVED_PIPELINE_NAMES,
+    FeatureGroup,
+    OutputType,
+    pipeline_name_problem,
+)
 
 from .errors import ConfigError
-
-PIPELINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-"""A pipeline name is also a folder name: no separators, no leading dot (hidden = being written)."""
-RESERVED_PIPELINE_NAMES = frozenset({"estimations"})
-"""Folder names beside the pipelines that are not pipelines: EnergyEstimation results (kept equal to the
-operator's `api.RESERVED_PIPELINE_NAMES` by a unit test)."""
-
-
-def pipeline_name_problem(name: str) -> str | None:
-    """Why `name` cannot name a published pipeline, or None. The archive of pipeline X is X.zip, so a
-    pipeline named X.zip would overwrite another pipeline's archive."""
-    if not PIPELINE_NAME.fullmatch(name):
-        return "letters, digits, '.', '_', '-' (not first), at most 128"
-    if name.lower().endswith(".zip"):
-        return "it may not end in .zip (the archive of pipeline X is X.zip)"
-    if name in RESERVED_PIPELINE_NAMES:
-        return "it is reserved"
-    return None
 
 CONTAINER_PREFIX = "kepler_container_"
 NODE_PREFIX = "kepler_node_"
@@ -44,20 +35,19 @@ CGROUP = ("cgroupfs_cpu_usage_us", "cgroupfs_memory_usage_bytes", "cgroupfs_syst
           "cgroupfs_user_cpu_usage_us")
 _CPU_TIME = "<bpf_cpu_time>"  # placeholder resolved against the data
 
-FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
-    "CounterOnly": COUNTERS,
-    "BPFOnly": (_CPU_TIME, PAGE_CACHE),
-    "BPFIRQ": (_CPU_TIME, PAGE_CACHE, *IRQS),
-    "CounterIRQCombined": (*COUNTERS, *IRQS),
-    "Basic": (*COUNTERS, _CPU_TIME, PAGE_CACHE),
-    "WorkloadOnly": (*COUNTERS, _CPU_TIME, PAGE_CACHE, *IRQS, "accelerator_intel_qat"),
-    "KubeletOnly": KUBELET,   # Kepler before 2024-01
-    "CgroupOnly": CGROUP,     # Kepler before 2024-08
+_GROUP_FEATURES: dict[FeatureGroup, tuple[str, ...]] = {
+    FeatureGroup.COUNTER_ONLY: COUNTERS,
+    FeatureGroup.BPF_ONLY: (_CPU_TIME, PAGE_CACHE),
+    FeatureGroup.BPF_IRQ: (_CPU_TIME, PAGE_CACHE, *IRQS),
+    FeatureGroup.COUNTER_IRQ_COMBINED: (*COUNTERS, *IRQS),
+    FeatureGroup.BASIC: (*COUNTERS, _CPU_TIME, PAGE_CACHE),
+    FeatureGroup.WORKLOAD_ONLY: (*COUNTERS, _CPU_TIME, PAGE_CACHE, *IRQS, "accelerator_intel_qat"),
+    FeatureGroup.KUBELET_ONLY: KUBELET,   # Kepler before 2024-01
+    FeatureGroup.CGROUP_ONLY: CGROUP,     # Kepler before 2024-08
 }
-"""Group -> its features (order is not significant: tables sort them, as upstream does)."""
-
-DEFAULT_FEATURE_GROUPS = ("CounterOnly", "BPFOnly", "BPFIRQ", "CounterIRQCombined", "Basic",
-                          "KubeletOnly", "CgroupOnly")
+FEATURE_GROUPS: dict[str, tuple[str, ...]] = {group.value: _GROUP_FEATURES[group] for group in FeatureGroup}
+"""Group -> its features, in the contract's order (a group the contract adds fails here, at import;
+order within a group is not significant: tables sort them, as upstream does)."""
 
 
 def main_feature(group: str, component: str, features: list[str]) -> str:
@@ -101,15 +91,9 @@ class EnergySource:
 
 
 ENERGY_SOURCES = {
-    s.name: s
-    for s in (
-        EnergySource("rapl-sysfs", ("package", "core", "uncore", "dram"), ("rapl", "intel_rapl")),
-        EnergySource("rapl-msr", ("package", "core", "uncore", "dram")),
-        EnergySource("acpi", ("platform",)),
-        EnergySource("hmc", ("platform",)),
-        EnergySource("redfish", ("platform",)),
-        EnergySource("trained_power_model", ("package", "core", "uncore", "dram")),
-    )
+    name: EnergySource(name, components,
+                       tuple(alias for alias, target in ENERGY_SOURCE_ALIASES.items() if target == name))
+    for name, components in ENERGY_SOURCE_COMPONENTS.items()
 }
 
 
@@ -124,13 +108,6 @@ def energy_source(name: str) -> EnergySource:
 def source_labels(source: EnergySource) -> set[str]:
     """The `source` label values that mean this energy source in Kepler's node power metrics."""
     return {source.name, *source.aliases}
-
-
-class OutputType(str, Enum):
-    """What a model predicts: node power including idle, or the dynamic part only."""
-
-    ABS = "AbsPower"
-    DYN = "DynPower"
 
 
 def output_type(name: str) -> OutputType:

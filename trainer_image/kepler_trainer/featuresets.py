@@ -154,7 +154,7 @@ class FeatureSet(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _busy(self) -> "FeatureSet":
+    def _busy(self) -> FeatureSet:
         if not self.busy_features:
             raise ValueError("no feature has cpu_busy: true (idle rows, hence the idle bias, are defined by it)")
         return self
@@ -219,10 +219,7 @@ PRESETS: dict[str, FeatureSet] = {p.name: p for p in (
 
 def load(name_or_path: str, mapping: dict[str, str] | None = None) -> FeatureSet:
     """A preset by name, or a YAML/JSON feature-set file; `mapping` adds join pairs (guest -> host)."""
-    if name_or_path in PRESETS:
-        feature_set = PRESETS[name_or_path]
-    else:
-        feature_set = _from_file(Path(name_or_path))
+    feature_set = PRESETS[name_or_path] if name_or_path in PRESETS else _from_file(Path(name_or_path))
     if mapping:
         join = feature_set.join.model_copy(update={"mapping": {**feature_set.join.mapping, **mapping}})
         feature_set = feature_set.model_copy(update={"join": join})

@@ -6,9 +6,9 @@ regressor, the DynPower offset, and the clip at 0 W. A model is exportable only 
 equals the native one on the held-out rows within `RELATIVE_TOLERANCE`, relative to the zone's absolute
 power (for a DynPower model, its dynamic power plus the idle offset it subtracts: the magnitude the
 regressor itself computes, so float32 rounding of a 90 W prediction is not judged against a 0.1 W
-remainder), with `ABSOLUTE_FLOOR` watts as the smallest denominator; otherwise the reason is recorded. Inputs are float64 where every converter and onnxruntime
-kernel supports it (linear, k-neighbours), float32 otherwise (trees, kernels: what their ONNX operators
-compute in).
+remainder), with `ABSOLUTE_FLOOR` watts as the smallest denominator; otherwise the reason is recorded.
+Inputs are float64 where every converter and onnxruntime kernel supports it (linear, k-neighbours),
+float32 otherwise (trees, kernels: what their ONNX operators compute in).
 """
 
 from __future__ import annotations
@@ -172,7 +172,8 @@ def predict(sess, x: np.ndarray) -> dict[str, np.ndarray]:
     spec = sess.get_inputs()[0]
     dtype = np.float64 if spec.type == "tensor(double)" else np.float32
     names = [o.name for o in sess.get_outputs()]
-    return {name: out.ravel().astype(float) for name, out in zip(names, sess.run(names, {spec.name: x.astype(dtype)}))}
+    outputs = sess.run(names, {spec.name: x.astype(dtype)})
+    return {name: out.ravel().astype(float) for name, out in zip(names, outputs, strict=True)}
 
 
 def largest_relative_error(native: pd.DataFrame, exported: dict[str, np.ndarray],

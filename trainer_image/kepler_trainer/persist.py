@@ -87,7 +87,7 @@ def weight_document(model: PowerModel) -> dict | None:
     for component, pipeline in model.models_.items():
         scale = pipeline.named_steps["scale"].scale_
         regressor = pipeline.named_steps["model"]
-        numerical = {f: {"scale": float(s)} for f, s in zip(model.features_, scale)}
+        numerical = {f: {"scale": float(s)} for f, s in zip(model.features_, scale, strict=False)}
         weights: dict = {"Categorical_Variables": {}, "Numerical_Variables": numerical}
         offset = model.offsets_[component]
         if model.is_constant(component):
@@ -100,7 +100,7 @@ def weight_document(model: PowerModel) -> dict | None:
                 weights["CurveFit_Weights"] = [*_FLAT_CURVES[model.spec.curve], constant]
         elif kind == "linear":
             weights["Bias_Weight"] = float(np.ravel(regressor.intercept_)[0]) - offset
-            for f, w in zip(model.features_, regressor.coef_):
+            for f, w in zip(model.features_, regressor.coef_, strict=False):
                 numerical[f]["weight"] = float(w)
         else:
             params = [float(p) for p in regressor.params_]

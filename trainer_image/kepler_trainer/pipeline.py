@@ -13,11 +13,10 @@ import json
 import math
 import os
 import warnings
-import shutil
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -75,7 +74,7 @@ class Table:
     power: list[str]
     data: pd.DataFrame
     idle: dict[str, float] = field(default_factory=dict)
-    shift_of: "Table | None" = None  # the AbsPower table this one equals minus `idle`, if exactly so
+    shift_of: Table | None = None  # the AbsPower table this one equals minus `idle`, if exactly so
     busy: list[str] = field(default_factory=list)  # features summing to busy CPU time (idle rows)
 
 
@@ -189,7 +188,8 @@ def fit_and_score(table: Table, trainer: str, settings: TrainSettings, folder: P
     fit_warnings = sorted({f"{w.category.__name__}: {str(w.message).split('.')[0]}" for w in caught})
     first = _score(table, trainer, model, held_out, train_rows, settings)
     if not _finite_errors(first.metrics):  # an overflowing fit: never published as a model
-        return [Trained(t, trainer, reason="the fit's held-out error is not a finite number") for t in (table, *derived)]
+        return [Trained(t, trainer, reason="the fit's held-out error is not a finite number")
+                for t in (table, *derived)]
     first.metadata["fit_warnings"] = fit_warnings
     results = [first]
     if folder is not None:
@@ -398,7 +398,7 @@ def carry_over(folder: Path, previous: Path | None, tables: list[Table]) -> None
             left += copy_tree(previous.joinpath(*key), folder.joinpath(*key))
             report.carry_over_held_out(previous, folder, key)
     if left:
-        warnings.warn(f"carry-over left {left} symlink(s) or special file(s) of {previous} behind")
+        warnings.warn(f"carry-over left {left} symlink(s) or special file(s) of {previous} behind", stacklevel=2)
 
 
 def _group_folders(previous: Path) -> list[tuple[str, str, str]]:
@@ -406,13 +406,14 @@ def _group_folders(previous: Path) -> list[tuple[str, str, str]]:
     def real_dirs(path: Path) -> list[str]:
         with os.scandir(path) as entries:
             return sorted(e.name for e in entries if e.is_dir(follow_symlinks=False))
-    return [(s, o, g) for s in real_dirs(previous) for o in real_dirs(previous / s) for g in real_dirs(previous / s / o)]
+    return [(s, o, g) for s in real_dirs(previous) for o in real_dirs(previous / s)
+            for g in real_dirs(previous / s / o)]
 
 
 def write_pipeline(folder: Path, previous: Path | None, results: list[Trained], tables: list[Table],
                    settings: TrainSettings, skipped_groups: list[dict]) -> None:
     """Lay out the pipeline-level files in `folder` (the temporary one), around the saved models."""
-    now = datetime.now(timezone.utc).strftime(TIME_FORMAT)
+    now = datetime.now(UTC).strftime(TIME_FORMAT)
     init_time = (_previous_init_time(previous) if previous is not None else None) or now
     _write_metadata_csvs(folder)
     report.keep_held_out(folder, (((r.table.source, r.table.output_type.value, r.table.group), r.metadata, r.held_out)
@@ -431,7 +432,8 @@ def write_pipeline(folder: Path, previous: Path | None, results: list[Trained], 
         "abs_trainers": settings.abs_trainers,
         "dyn_trainers": settings.dyn_trainers,
         "metric_type": "bm_metrics",
-        "energy_sources": sorted({p.name for p in (folder.iterdir()) if p.is_dir()} - {"preprocessed_data", "profile", report.FOLDER}),
+        "energy_sources": sorted({p.name for p in (folder.iterdir()) if p.is_dir()} - {"preprocessed_data", "profile",
+                                                                                       report.FOLDER}),
         "feature_groups": sorted({t.group for t in tables}),
         "init_time": init_time,
         "last_update_time": now,

@@ -26,10 +26,11 @@ import math
 import os
 import re
 import warnings
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, Collection, Iterable, Literal
+from typing import Literal
 
 import numpy as np
 import orjson
@@ -40,8 +41,13 @@ from urllib3.util.retry import Retry
 
 from . import promjson
 from .data import QueryResult, Series
-from .errors import (InputError, NoKeplerMetricsError, PrometheusQueryError, PrometheusUnreachableError,
-                     TooFewSamplesError)
+from .errors import (
+    InputError,
+    NoKeplerMetricsError,
+    PrometheusQueryError,
+    PrometheusUnreachableError,
+    TooFewSamplesError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +70,7 @@ class LabelMatcher(BaseModel):
     value: str
 
     @classmethod
-    def parse(cls, text: str) -> "LabelMatcher":
+    def parse(cls, text: str) -> LabelMatcher:
         match = re.fullmatch(r"\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)(.*)", text, re.DOTALL)
         if not match:
             raise ValueError(f"bad label filter {text!r}: expected NAME=VALUE (or !=, =~, !~)")
@@ -106,7 +112,7 @@ class PromSettings(BaseModel):
         return value.rstrip("/")
 
     @model_validator(mode="after")
-    def _window(self) -> "PromSettings":
+    def _window(self) -> PromSettings:
         if not self.end > self.start:
             raise ValueError(f"bad window: end {_iso(self.end)} is not after start {_iso(self.start)}")
         return self
@@ -134,7 +140,7 @@ def parse_time(text: str) -> float:
         pass
     for fmt in (TIME_FORMAT, "%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%d %H:%M:%S"):
         try:
-            return datetime.strptime(text, fmt).replace(tzinfo=timezone.utc).timestamp()
+            return datetime.strptime(text, fmt).replace(tzinfo=UTC).timestamp()
         except ValueError:
             continue
     try:
@@ -142,7 +148,7 @@ def parse_time(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"invalid time {text!r}: expected unix seconds or {TIME_FORMAT.replace('%', '')}") from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -263,7 +269,7 @@ def _settings_error(exc: ValueError) -> Exception:
 
 
 def _window_from_args(args: argparse.Namespace) -> tuple[float, float]:
-    now = datetime.now(timezone.utc).timestamp()
+    now = datetime.now(UTC).timestamp()
     interval = parse_seconds(args.interval)
     if args.start_time is not None or args.end_time is not None:
         end = args.end_time if args.end_time is not None else (
@@ -372,7 +378,7 @@ class _Client:
         self.session.mount("https://", HTTPAdapter(max_retries=self.retry, pool_maxsize=pool))
         self.timeout = (min(10.0, settings.timeout), settings.timeout)
 
-    def __enter__(self) -> "_Client":
+    def __enter__(self) -> _Client:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -707,7 +713,7 @@ def run_query(args: argparse.Namespace, data_path: Path) -> dict:
 
 
 def _iso(seconds: float) -> str:
-    moment = datetime.fromtimestamp(seconds, timezone.utc)
+    moment = datetime.fromtimestamp(seconds, UTC)
     text = moment.strftime(TIME_FORMAT)
     return text if moment.microsecond == 0 else text[:-1] + f".{moment.microsecond // 1000:03d}Z"
 

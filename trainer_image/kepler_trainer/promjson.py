@@ -13,8 +13,8 @@ import io
 import mmap
 import os
 import re
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import orjson
@@ -273,7 +273,7 @@ def _go_float(v: float) -> str:
 def _series_json(series: Series) -> bytes:
     ts = _format_numbers(series.timestamps)
     vs = _format_numbers(series.values)
-    values = b",".join([b"[" + t + b',"' + v + b'"]' for t, v in zip(ts, vs)])
+    values = b",".join([b"[" + t + b',"' + v + b'"]' for t, v in zip(ts, vs, strict=False)])
     return b'{"metric":' + orjson.dumps(dict(series.labels)) + b',"values":[' + values + b"]}"
 
 

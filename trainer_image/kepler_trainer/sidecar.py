@@ -112,7 +112,7 @@ def _parse_model_config(text: str) -> dict[str, str]:
 
 @dataclass
 class Loaded:
-    model: "LoadedModel"
+    model: LoadedModel
     trainer: str
     folder: Path
 
@@ -357,8 +357,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--socket", default=os.environ.get("ESTIMATOR_SOCKET", SOCKET),
                         help=f"unix socket Kepler connects to (default {SOCKET})")
     parser.add_argument("--download-path", default=None,
-                        help="where fetched models are unpacked (default $MODEL_PATH, else <MNT_PATH or /mnt>/download, "
-                             "else a temporary folder)")
+                        help="where fetched models are unpacked (default $MODEL_PATH, else "
+                             "<MNT_PATH or /mnt>/download, else a temporary folder)")
 
 
 def _spec(path: str | None) -> dict:

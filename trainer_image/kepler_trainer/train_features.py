@@ -7,8 +7,8 @@ ONNX with its manifest.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from . import featuresets
 from .errors import TooFewSamplesError
@@ -27,7 +27,8 @@ def plan(extracted: Extracted, feature_set: featuresets.FeatureSet, settings: Tr
         data = extracted.table(features, source, smooth=settings.extractor == "smooth")
         data.insert(2, "node_type", settings.node_type)
         power = [f"{z}_power" for z in zones]
-        absolute = Table(source, feature_set.name, OutputType.ABS, features, power, data, busy=feature_set.busy_features)
+        absolute = Table(source, feature_set.name, OutputType.ABS, features, power, data,
+                         busy=feature_set.busy_features)
         isolator = make_isolator(settings.isolator, settings.profiles.get(source)).fit(data)
         unclipped = all((data[c] >= isolator.idle_.get(c, 0.0)).all() for c in power)
         tables += [absolute, Table(source, feature_set.name, OutputType.DYN, features, power, isolator.transform(data),

@@ -284,7 +284,7 @@ class PowerModel(RegressorMixin, BaseEstimator):
         self.components_ = [c.removesuffix("_power") for c in Y.columns]
         rows = _evenly_spaced(len(X), self.spec.max_rows)
         x = X.to_numpy(dtype=float)[rows]
-        varying = {c: Y[col].to_numpy(dtype=float)[rows] for c, col in zip(self.components_, Y.columns)}
+        varying = {c: Y[col].to_numpy(dtype=float)[rows] for c, col in zip(self.components_, Y.columns, strict=False)}
         if all(np.ptp(y) == 0 for y in varying.values()):
             raise TrainerSkipped("the measured power is constant: nothing to learn")
         self.models_: dict[str, Pipeline] = {}

@@ -3,7 +3,7 @@ dashed, one colour per component) and predicted against measured."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from . import _svg
 

@@ -38,7 +38,7 @@ def sample(data: pd.DataFrame, power: list[str], predicted: list[pd.DataFrame], 
     order = np.lexsort((rows["timestamp"].to_numpy(float), rows["instance"].astype(str).to_numpy()))
     rows, guesses = rows.iloc[order], guesses.iloc[order]
     blocks = [_block_errors(label, data.loc[p.index, power], p[power], components)
-              for label, p in zip(labels, predicted)] if len(labels) > 1 else []
+              for label, p in zip(labels, predicted, strict=False)] if len(labels) > 1 else []
     return {
         "rows": int(sum(sizes)), "components": components,
         "timestamp": rounded(rows["timestamp"].to_numpy(float)),

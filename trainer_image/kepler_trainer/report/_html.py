@@ -3,8 +3,8 @@ security policy that forbids every fetch, so opening it can never reach the netw
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from html import escape
-from typing import Iterable
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'"
 STYLE = """

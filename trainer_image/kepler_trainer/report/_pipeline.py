@@ -4,8 +4,8 @@ models table, the best model's held-out predictions per model group, and where t
 from __future__ import annotations
 
 import json
-from html import escape
 from dataclasses import dataclass
+from html import escape
 from pathlib import Path
 
 from . import _charts, _heldout, _html, _svg
@@ -103,7 +103,8 @@ def _split_text(evaluation: dict) -> str:
         return "leave each workload (or time block) out in turn"
     share = evaluation.get("test_size")
     part = f"{share:.0%}" if isinstance(share, (int, float)) else "part"
-    return f"{'last ' + part + ' of time' if split == 'time' else 'random ' + part + ' of rows'} (seed {evaluation.get('seed')})"
+    held_out = f"last {part} of time" if split == "time" else f"random {part} of rows"
+    return f"{held_out} (seed {evaluation.get('seed')})"
 
 
 # -- the models table ---------------------------------------------------------------------------------
@@ -206,7 +207,8 @@ def _group_section(folder: Path, group: Group) -> str:
                       'reports existed): retrain it to see them.</p></section>'
     shown = len(held.get("timestamp") or [])
     note = (f'<p>Best model <b>{escape(str(held.get("model_name")))}</b> (MAE {_html.text(held.get("mae"))} W) '
-            f'on {held.get("rows")} held-out rows{"" if shown == held.get("rows") else f", {shown} of them drawn"}.</p>')
+            f'on {held.get("rows")} held-out rows'
+            f'{"" if shown == held.get("rows") else f", {shown} of them drawn"}.</p>')
     charts = [_time_chart(held, group), _scatter(held)]
     if held.get("blocks"):
         charts.append(_block_chart(held))

@@ -8,10 +8,10 @@ is a `<g class="series" data-name=...>`, which is what the browser tests count.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from html import escape
-from typing import Sequence
 
 WIDTH, HEIGHT = 600, 240
 MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 52, 12, 24, 34
@@ -53,7 +53,7 @@ def _ticks(low: float, high: float, count: int = 5) -> list[float]:
 
 def _label(value: float, clock: bool) -> str:
     if clock:
-        return datetime.fromtimestamp(value, timezone.utc).strftime("%H:%M")
+        return datetime.fromtimestamp(value, UTC).strftime("%H:%M")
     return f"{value:g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.1e}"
 
 
@@ -135,7 +135,8 @@ def line_chart(title: str, series: list[Series], x_label: str, y_label: str) -> 
     """Lines over x (clock time when x is epoch seconds); each series a `<path>`."""
     x_range = _extent([x for s in series for x in s.x])
     clock = x_range[0] > UNIX_TIME_FLOOR
-    frame = _Frame(x_range, _extent([y for s in series for y in s.y], pad_zero=True, headroom=HEADROOM), _legend_rows(len(series)))
+    frame = _Frame(x_range, _extent([y for s in series for y in s.y], pad_zero=True, headroom=HEADROOM),
+                   _legend_rows(len(series)))
     body = [frame.axes(x_label, y_label, clock), frame.legend([(s.name, s.colour, s.dashed) for s in series])]
     for s in series:
         dash = ' stroke-dasharray="4 3"' if s.dashed else ""
@@ -146,7 +147,7 @@ def line_chart(title: str, series: list[Series], x_label: str, y_label: str) -> 
 
 
 def _count(s: Series) -> int:
-    return sum(1 for x, y in zip(s.x, s.y) if x is not None and y is not None)
+    return sum(1 for x, y in zip(s.x, s.y, strict=False) if x is not None and y is not None)
 
 
 def _line_path(frame: _Frame, s: Series) -> str:
@@ -154,7 +155,7 @@ def _line_path(frame: _Frame, s: Series) -> str:
     a pixel (so they add up exactly), in SVG's short number forms: about 7 bytes a point."""
     segments: list[list[tuple[int, int]]] = []
     pen_down = False
-    for i, (x, y) in enumerate(zip(s.x, s.y)):
+    for i, (x, y) in enumerate(zip(s.x, s.y, strict=False)):
         if x is None or y is None:
             pen_down = False
             continue
@@ -168,7 +169,7 @@ def _line_path(frame: _Frame, s: Series) -> str:
 def _segment(points: list[tuple[int, int]]) -> str:
     """One segment; a run of level steps (a component at a constant value) becomes one step."""
     (x0, y0), steps = points[0], []
-    for (a, b), (c, d) in zip(points, points[1:]):
+    for (a, b), (c, d) in zip(points, points[1:], strict=False):
         if steps and d == b and steps[-1][1] == 0:
             steps[-1] = (steps[-1][0] + c - a, 0)
         else:
@@ -199,7 +200,7 @@ def scatter_chart(title: str, series: list[Series], x_label: str, y_label: str) 
             f'y2="{_n(frame.py(high))}" stroke="#555" stroke-dasharray="4 3"/>']
     for s in series:
         # whole pixels (a dot is 3.5 px wide), each pixel once: overlapping dots add nothing to see
-        pixels = dict.fromkeys((round(frame.px(x)), round(frame.py(y))) for x, y in zip(s.x, s.y)
+        pixels = dict.fromkeys((round(frame.px(x)), round(frame.py(y))) for x, y in zip(s.x, s.y, strict=False)
                                if x is not None and y is not None)
         dots = "".join(f"M{x} {y}h0" for x, y in pixels)
         body.append(f'<g class="series" data-name="{escape(s.name)}" data-points="{_count(s)}">'
@@ -210,7 +211,8 @@ def scatter_chart(title: str, series: list[Series], x_label: str, y_label: str) 
 
 def bar_chart(title: str, categories: list[str], series: list[Series], y_label: str) -> str:
     """Grouped bars: one group per category (a held-out block), one bar per series (`y` by category)."""
-    frame = _Frame((0.0, float(len(categories))), _extent([y for s in series for y in s.y], pad_zero=True, headroom=HEADROOM),
+    frame = _Frame((0.0, float(len(categories))), _extent([y for s in series for y in s.y], pad_zero=True,
+                                                          headroom=HEADROOM),
                    _legend_rows(len(series)))
     slot = (frame.right - frame.left) / max(len(categories), 1)
     bar = slot * 0.8 / max(len(series), 1)

@@ -111,7 +111,7 @@ def _add_observations(child: Histogram, per_bucket: list[float], total: float) -
     bucket (not cumulative) per observation and the sum (`tests/unit/test_serve_app.py` compares).
     """
     child._sum.inc(total)
-    for bucket, n in zip(child._buckets, per_bucket):
+    for bucket, n in zip(child._buckets, per_bucket, strict=False):
         if n:
             bucket.inc(n)
 

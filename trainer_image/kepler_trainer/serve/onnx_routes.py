@@ -15,7 +15,8 @@ import stat
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Path as PathParam, Response
+from fastapi import APIRouter, Response
+from fastapi import Path as PathParam
 
 from .errors import NotFound, ServeError
 from .routes import ERRORS, JSON, error_reply, to_response
@@ -29,7 +30,7 @@ Name = Annotated[str, PathParam(description="a folder name of the published pipe
 
 def read_model_file(models_dir: Path, parts: list[str], which: str) -> tuple[bytes, str]:
     """(bytes, media type) of a model's ONNX file; ServeError for a bad name or a missing file."""
-    for part, what in zip(parts, ("pipeline", "energy source", "output type", "feature group", "model")):
+    for part, what in zip(parts, ("pipeline", "energy source", "output type", "feature group", "model"), strict=False):
         check_name(part, what)
     file_name, media_type = FILES[which]
     path = models_dir.joinpath(*parts, file_name)

@@ -29,7 +29,8 @@ DEFAULT_SOURCE = "rapl-sysfs"
 SOURCE_ALIASES = {"rapl": "rapl-sysfs", "intel_rapl": "rapl-sysfs"}
 SYSTEM_FEATURES = frozenset({"cpu_architecture"})
 """Names Kepler 0.7 appends to a request's metrics that are not workload features (regressor.go)."""
-CURVE_TRAINERS = frozenset({"LogarithmicRegressionTrainer", "LogisticRegressionTrainer", "ExponentialRegressionTrainer"})
+CURVE_TRAINERS = frozenset({"LogarithmicRegressionTrainer", "LogisticRegressionTrainer",
+                            "ExponentialRegressionTrainer"})
 WEIGHT_TRAINERS = frozenset({
     "SGDRegressorTrainer", "LinearRegressionTrainer", "LogarithmicRegressionTrainer",
     "LogisticRegressionTrainer", "ExponentialRegressionTrainer",

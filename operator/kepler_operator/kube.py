@@ -1,0 +1,123 @@
+"""The operator's Kubernetes client: the few blocking calls it makes, and what their failures mean.
+
+API errors are translated here, once, into what the reconcile step understands: `OperatorError`s
+(shown in status), `kopf.TemporaryError` (retried later) or "gone is fine".
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from . import api, jobs
+from .errors import JobRejectedError, PolicyDeniedError
+
+PLURAL = {api.TrainingPipeline.kind: api.TrainingPipeline.plural,
+          api.EnergyEstimation.kind: api.EnergyEstimation.plural}
+
+
+def _now_text() -> str:
+    return jobs.format_time(datetime.datetime.now(datetime.UTC))
+
+
+class Kube:
+    """The few blocking Kubernetes calls the operator makes (run in threads)."""
+
+    def __init__(self, connections: int) -> None:
+        configuration = client.Configuration()
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+        except config.ConfigException:
+            # read $KUBECONFIG now: the library's default was fixed when it was imported
+            path = os.environ.get("KUBECONFIG", "~/.kube/config").split(os.pathsep)[0]
+            config.load_kube_config(config_file=path, client_configuration=configuration)
+        configuration.connection_pool_maxsize = connections  # one per worker thread
+        api_client = client.ApiClient(configuration)
+        self.batch = client.BatchV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self.core = client.CoreV1Api(api_client)
+
+    def create_job(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Create the Job, or return the existing one of the same (deterministic) name."""
+        meta = manifest["metadata"]
+        try:
+            response = self.batch.create_namespaced_job(meta["namespace"], manifest, _preload_content=False)
+        except ApiException as exc:
+            if exc.status == 409:
+                response = self.batch.read_namespaced_job(meta["name"], meta["namespace"], _preload_content=False)
+            elif exc.status in (400, 403, 422):  # refused for good (admission, quota, RBAC): say so in status
+                raise JobRejectedError(f"Job {meta['name']} was rejected: {_api_message(exc)}") from exc
+            else:
+                raise kopf.TemporaryError(f"creating Job {meta['name']}: {exc.status} {exc.reason}", delay=10) \
+                    from exc
+        job: dict[str, Any] = json.loads(response.data)
+        return job
+
+    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """The pods matching a label selector (filtered by the API server)."""
+        response = self.core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False)
+        return list(json.loads(response.data).get("items") or [])
+
+    def secret_labels(self, namespace: str, name: str) -> dict[str, str] | None:
+        """The labels of a Secret (None when it does not exist), asked for as metadata only: the
+        operator never needs, and so never receives, a Secret's data where the server can avoid it."""
+        accept = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1, application/json"
+        try:
+            response = self.core.read_namespaced_secret(name, namespace, _headers={"Accept": accept},
+                                                        _preload_content=False)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            if exc.status == 403:
+                raise PolicyDeniedError(f"the operator may not read Secret {name!r}: {_api_message(exc)}") from exc
+            raise kopf.TemporaryError(f"reading Secret {name}: {exc.status} {exc.reason}", delay=10) from exc
+        body = json.loads(response.data)
+        return dict((body.get("metadata") or {}).get("labels") or {})
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        """Delete a Job and its pods; a Job already gone is fine."""
+        try:
+            self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def patch_status(self, kind: str, namespace: str, name: str, new_status: dict[str, Any]) -> None:
+        """Merge-patch the status subresource; the resource being gone is fine."""
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                api.GROUP, api.VERSION, namespace, PLURAL[kind], name, {"status": new_status})
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def post_event(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        """Record a Kubernetes Event on a resource; losing one is not worth failing a reconcile."""
+        meta = involved["metadata"]
+        now = _now_text()
+        event = {"apiVersion": "v1", "kind": "Event", "type": type_, "reason": reason, "message": message[:1024],
+                 "metadata": {"name": f"{meta['name'][:230]}.{secrets.token_hex(8)}", "namespace": meta["namespace"]},
+                 "involvedObject": {"apiVersion": involved["apiVersion"], "kind": involved["kind"],
+                                    "name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
+                 "source": {"component": jobs.MANAGED_BY}, "reportingComponent": jobs.MANAGED_BY,
+                 "firstTimestamp": now, "lastTimestamp": now, "count": 1}
+        try:
+            self.core.create_namespaced_event(meta["namespace"], event, _preload_content=False)
+        except Exception as exc:  # noqa: BLE001 (an Event is best effort, whatever went wrong)
+            logging.getLogger(__name__).warning("could not post event %s: %s", reason, exc)
+
+
+def _api_message(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body).get("message") or exc.reason)
+    except (TypeError, ValueError):
+        return str(exc.reason)
