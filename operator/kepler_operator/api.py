@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import enum
+import posixpath
 import re
 from typing import Annotated, Any, ClassVar
 
@@ -20,21 +21,12 @@ from pydantic.alias_generators import to_camel
 
 from kepler_contract.vocabulary import (  # the vocabulary the trainer accepts (re-exported: the API's names)
     RESERVED_PIPELINE_NAMES as RESERVED_PIPELINE_NAMES,
-)
-from kepler_contract.vocabulary import (
     Extractor as Extractor,
-)
-from kepler_contract.vocabulary import (
     FeatureGroup as FeatureGroup,
-)
-from kepler_contract.vocabulary import (
     IsolatorType as IsolatorType,
-)
-from kepler_contract.vocabulary import (
     OutputType as OutputType,
-)
-from kepler_contract.vocabulary import (
     Trainer as Trainer,
+    pipeline_name_problem,
 )
 
 GROUP = "modeltraining.kepler.io"
@@ -339,6 +331,15 @@ def _pipeline_name_free(name: str) -> str:
     return name
 
 
+def _pipeline_path_free(path: str) -> str:
+    """The trainer publishes pipeline X at <volume>/<sub path>/X: a path whose last folder could not be
+    a pipeline name names nothing the trainer would read."""
+    problem = pipeline_name_problem(posixpath.basename(path))
+    if problem:
+        raise ValueError(f"the last folder of a pipeline path is a pipeline name: {problem}")
+    return path
+
+
 PipelineName = Annotated[str, Field(
     description="Name of the published pipeline folder (not ending in .zip, not `estimations`).",
     min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
@@ -483,8 +484,16 @@ class ModelSelector(_Model):
     pipeline_ref: Annotated[PipelineRef | None, Field(
         description="Use the pipeline this TrainingPipeline published (its volume and folder).")] = None
     pipeline_path: Annotated[str | None, Field(
-        description="A pipeline folder relative to the volume root (spec.storage).",
-        max_length=512, pattern=SAFE_REL_PATH)] = None
+        description="A pipeline folder relative to the volume root (spec.storage); its last folder is a "
+                    "pipeline name.",
+        max_length=512, pattern=SAFE_REL_PATH, json_schema_extra={CEL: [
+            cel("self.matches('(^|/)[A-Za-z0-9][A-Za-z0-9._-]{0,127}$')",
+                "the last folder of a pipeline path is a pipeline name: letters, digits, '.', '_', '-' "
+                "(not first), at most 128"),
+            cel("!self.lowerAscii().endsWith('.zip')", "a pipeline path may not end in .zip (that is an archive)"),
+            cel(" && ".join(f"self != '{n}' && !self.endsWith('/{n}')" for n in sorted(RESERVED_PIPELINE_NAMES)),
+                "the last folder of a pipeline path is reserved")]}),
+        AfterValidator(_pipeline_path_free)] = None
     energy_source: Annotated[EnergySource, Field(description="Energy source of the model.")] = \
         EnergySource.RAPL_SYSFS
     output_type: Annotated[OutputType, Field(description="AbsPower or DynPower.")] = OutputType.ABS

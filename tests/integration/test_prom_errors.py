@@ -15,8 +15,7 @@ from kepler_trainer.errors import (
     TooFewSamplesError,
 )
 from tests.support.openmetrics import assert_matches_backfill, training_window
-from tests.support.prometheus import GatewayProxy, free_port
-from tests.support.prometheus import query_args as window_args
+from tests.support.prometheus import GatewayProxy, free_port, query_args as window_args
 
 pytestmark = pytest.mark.prometheus
 

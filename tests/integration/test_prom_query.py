@@ -12,8 +12,7 @@ import pytest
 from kepler_trainer import prom, promjson
 from kepler_trainer.errors import PrometheusQueryError
 from tests.support.openmetrics import LOOKBACK_S, assert_matches_backfill, recent_end, training_window
-from tests.support.prometheus import parse_query_args
-from tests.support.prometheus import query_args as window_args
+from tests.support.prometheus import parse_query_args, query_args as window_args
 
 pytestmark = pytest.mark.prometheus
 

@@ -9,9 +9,7 @@ import math
 import numpy as np
 import orjson
 import pytest
-from hypothesis import given
-from hypothesis import settings as hsettings
-from hypothesis import strategies as st
+from hypothesis import given, settings as hsettings, strategies as st
 
 from kepler_trainer import prom
 from kepler_trainer.errors import InputError, PrometheusQueryError

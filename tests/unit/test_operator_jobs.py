@@ -6,8 +6,7 @@ import datetime
 
 import kubernetes_validate
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from kepler_operator import api, jobs
 from kepler_operator.errors import PipelineNotFoundError, PipelineNotReadyError

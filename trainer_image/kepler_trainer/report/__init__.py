@@ -15,10 +15,7 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
-from ._heldout import FOLDER
-from ._heldout import file_name as _held_out_file
-from ._heldout import sample as held_out_sample
-from ._heldout import write as _write_held_out
+from ._heldout import FOLDER, file_name as _held_out_file, sample as held_out_sample, write as _write_held_out
 
 REPORT_FILE = "report.html"
 ESTIMATION_RESULT = "estimation_result.csv"  # estimate.RESULT_FILE, named here without importing pandas

@@ -15,8 +15,7 @@ import stat
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Response
-from fastapi import Path as PathParam
+from fastapi import APIRouter, Path as PathParam, Response
 
 from .errors import NotFound, ServeError
 from .routes import ERRORS, JSON, error_reply, to_response
