@@ -47,8 +47,8 @@ def run(args) -> dict:
     from . import evaluator, server  # onnxruntime and prometheus-client: only for this command
     from .model import pipeline_of
 
-    if not 0.1 <= args.interval <= 3600 or not 1 <= args.reload_interval <= 86400:
-        raise UsageError("--interval must be within 100ms..1h and --reload-interval within 1s..24h")
+    if not 0.01 <= args.interval <= 3600 or not 1 <= args.reload_interval <= 86400:
+        raise UsageError("--interval must be within 10ms..1h and --reload-interval within 1s..24h")
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port {args.port}: not a TCP port")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
