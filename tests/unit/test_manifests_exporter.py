@@ -53,7 +53,8 @@ def test_the_exporter_command_accepts_the_manifests_arguments() -> None:
     from kepler_trainer.cli import build_parser
 
     container = _objects()["DaemonSet"]["spec"]["template"]["spec"]["containers"][0]
-    args = build_parser("exporter").parse_args(["exporter", *container["args"]])
+    assert container["args"][0] == "exporter"  # the image's entry point is `kepler-model`
+    args = build_parser("exporter").parse_args(container["args"])
     assert args.interval == 5.0 and args.port == container["ports"][0]["containerPort"]
 
 
