@@ -325,3 +325,39 @@ def test_the_exporter_imports_nothing_of_the_trainers_stack(models, derived, tmp
                            str(_free_port())], env=ENV, capture_output=True, text=True, timeout=120)
     writer.join()
     assert proc.stdout.strip() == "estimated heavy:", proc.stdout + proc.stderr[-2000:]
+
+
+def test_model_from_the_model_servers_onnx_url(models, derived, tmp_path):
+    """The real model server serves the folder's manifest and graph; the pipeline label comes from the URL."""
+    port = _free_port()
+    models_dir = models["LinearRegression"].parents[4]
+    server = subprocess.Popen([sys.executable, "-m", "kepler_trainer", "serve", "--models-dir", str(models_dir),
+                               "--host", "127.0.0.1", "--port", str(port)], env=ENV, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/onnx/" + "/".join(models["LinearRegression"].relative_to(models_dir).parts)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(url + "/manifest", timeout=5).read()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, "the model server did not start"
+                time.sleep(0.2)
+        samples = samples_from(derived)
+        tree = ProcfsTree(tmp_path / "proc")
+        tree.write(samples[0])
+        exporter = Exporter(url, tree.root, tmp_path)
+        try:
+            tree.write(samples[1])
+            metrics = exporter.wait_for(1)
+        finally:
+            assert exporter.stop() == 0
+        graph = session((models["LinearRegression"] / "model.onnx").read_bytes())
+        manifest = json.loads((models["LinearRegression"] / "onnx_manifest.json").read_text())
+        want = predict(graph, _expected_inputs(manifest, samples[0], samples[1]).reshape(1, -1))
+        assert _one(metrics, "kepler_model_estimated_watts", pipeline="ne", zone="package") == pytest.approx(
+            want["package"][0], rel=1e-9)
+    finally:
+        server.terminate()
+        server.wait(timeout=20)

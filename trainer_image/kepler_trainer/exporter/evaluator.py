@@ -47,6 +47,7 @@ class Exporter:
             self.signature = models.read_manifest(source)
         self.refused: tuple | bytes | None = None       # what failed last, so it is not retried every tick
         self.previous: procfs.Snapshot | None = None
+        self.last_gap: str | None = None
         self.next_remote_check = time.monotonic() + reload_interval
         log.info("model %s/%s loaded (sha256 %s, inputs %s, zones %s)", first.pipeline, first.name,
                  first.sha256[:12], ",".join(i.name for i in first.inputs), ",".join(first.zones))
@@ -96,7 +97,9 @@ class Exporter:
         gaps = dict(self.state.gaps)
         gaps[reason] = gaps.get(reason, 0) + 1
         self.state = replace(self.state, gaps=gaps)
-        log.warning("gap (%s): %s", reason, detail)
+        if reason != self.last_gap:  # one line per run of like gaps, not one per interval
+            log.warning("gap (%s): %s", reason, detail)
+        self.last_gap = reason
 
     def evaluate(self) -> None:
         state, m = self.state, self.state.model
@@ -142,6 +145,7 @@ class Exporter:
             joules[key] = joules.get(key, 0.0) + w * dt
         self.state = replace(state, watts=watts, joules=joules, inputs=dict(zip((i.name for i in m.inputs), values)),
                              evaluated_at=time.time(), evaluations=state.evaluations + 1)
+        self.last_gap = None
 
     def run(self) -> None:
         deadline = time.monotonic()

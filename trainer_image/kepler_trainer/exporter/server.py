@@ -63,6 +63,7 @@ def serve(exporter: Exporter, address: str, port: int) -> ThreadingHTTPServer:
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "kepler-model-exporter"
+        timeout = 10  # seconds: a client that connects and sends nothing does not hold a thread for ever
 
         def do_GET(self):  # noqa: N802 (http.server's name)
             path = self.path.split("?", 1)[0]
