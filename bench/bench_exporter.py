@@ -1,6 +1,7 @@
 """CPU and memory of `kepler-model exporter` on this machine's real /proc.
 
-    python bench/bench_exporter.py [--windows 3] [--window 20] [--intervals 1,5] [--trainers LinearRegression,GradientBoostingRegressor]
+    python bench/bench_exporter.py [--windows 3] [--window 20] [--intervals 1,5]
+                                   [--trainers LinearRegression,GradientBoostingRegressor]
 
 Trains node-exporter preset models from the dump derived from the bundled real Kepler dump (as
 tests/integration/test_exporter.py does), starts the exporter on /proc for each model and interval, scrapes
@@ -13,6 +14,7 @@ Goals (issue 16): < 0.5 % of one core at 5 s, < 80 MB RSS.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
@@ -64,10 +66,8 @@ def measure(command: list[str], port: int, windows: int, window: float, warmup: 
 
     def scraper():
         while not stop.wait(SCRAPE_EVERY_S):
-            try:
+            with contextlib.suppress(OSError):
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
-            except OSError:
-                pass
 
     try:
         time.sleep(warmup)

@@ -235,7 +235,8 @@ def test_reload_under_scrape_load_never_fails_nor_mixes_models(models, derived, 
                 continue
             scrapes[0] += 1
             info = metrics["kepler_model_exporter_model_info"][0][0]
-            models_named = {lab["model"] for name in ("kepler_model_estimated_watts", "kepler_model_estimated_joules_total")
+            models_named = {lab["model"] for name in ("kepler_model_estimated_watts",
+                                                      "kepler_model_estimated_joules_total")
                             for lab, _ in metrics.get(name, [])}
             if models_named - {info["model"]} or shas[info["sha256"]] != info["model"]:
                 problems.append(f"mixed: {models_named} beside {info}")

@@ -69,7 +69,7 @@ def samples_from(derived) -> list[Sample]:
                 ticks.setdefault(int(s.labels["cpu"]), {})[s.labels["mode"]] = int(np.round(s.values[k] * 100))
             else:
                 scalars[s.name] = s.values[k]
-        out.append(Sample(uptime=1000.0 + float(ts) - start, ticks=ticks, ctxt=int(scalars["node_context_switches_total"]),
-                          intr=int(scalars["node_intr_total"]),
+        out.append(Sample(uptime=1000.0 + float(ts) - start, ticks=ticks,
+                          ctxt=int(scalars["node_context_switches_total"]), intr=int(scalars["node_intr_total"]),
                           meminfo_kb={"Active": int(scalars["node_memory_Active_bytes"] // 1024)}))
     return out

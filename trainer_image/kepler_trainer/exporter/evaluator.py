@@ -143,8 +143,9 @@ class Exporter:
         for zone, w in watts.items():
             key = (m.pipeline, m.name, zone)
             joules[key] = joules.get(key, 0.0) + w * dt
-        self.state = replace(state, watts=watts, joules=joules, inputs=dict(zip((i.name for i in m.inputs), values)),
-                             evaluated_at=time.time(), evaluations=state.evaluations + 1)
+        inputs = dict(zip((i.name for i in m.inputs), values, strict=True))
+        self.state = replace(state, watts=watts, joules=joules, inputs=inputs, evaluated_at=time.time(),
+                             evaluations=state.evaluations + 1)
         self.last_gap = None
 
     def run(self) -> None:

@@ -64,7 +64,7 @@ class Model:
     def predict(self, x: np.ndarray) -> dict[str, float]:
         spec = self.session.get_inputs()[0]
         outputs = self.session.run(list(self.zones), {spec.name: x.reshape(1, -1).astype(self.dtype)})
-        return {zone: float(out.ravel()[0]) for zone, out in zip(self.zones, outputs)}
+        return {zone: float(out.ravel()[0]) for zone, out in zip(self.zones, outputs, strict=True)}
 
 
 def _read_file(path: Path, limit: int) -> bytes:

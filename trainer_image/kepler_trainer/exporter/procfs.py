@@ -78,9 +78,9 @@ def parse_stat(text: str, snap: Snapshot) -> None:
             if key.startswith("cpu") and key != "cpu":
                 cpu = key[3:]
                 ticks = [int(v) for v in parts[1:11]]
-                for mode, value in zip(CPU_MODES, ticks):
+                for mode, value in zip(CPU_MODES, ticks[:8], strict=False):  # older kernels: fewer fields
                     snap.add("node_cpu_seconds_total", {"cpu": cpu, "mode": mode}, value / USER_HZ)
-                for mode, value in zip(GUEST_MODES, ticks[8:]):
+                for mode, value in zip(GUEST_MODES, ticks[8:], strict=False):
                     snap.add("node_cpu_guest_seconds_total", {"cpu": cpu, "mode": mode}, value / USER_HZ)
             elif key == "intr" and len(parts) > 1:
                 snap.add("node_intr_total", {}, float(int(parts[1])))
@@ -108,7 +108,7 @@ def parse_meminfo(text: str, snap: Snapshot) -> None:
 
 def parse_loadavg(text: str, snap: Snapshot) -> None:
     parts = text.split()
-    for name, value in zip(("node_load1", "node_load5", "node_load15"), parts[:3]):
+    for name, value in zip(("node_load1", "node_load5", "node_load15"), parts[:3], strict=False):
         try:
             snap.add(name, {}, float(value))
         except ValueError:
