@@ -22,7 +22,8 @@ import pytest
 from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCKERFILES = {"trainer": ROOT / "Dockerfile.trainer", "operator": ROOT / "Dockerfile.operator"}
+DOCKERFILES = {"trainer": ROOT / "Dockerfile.trainer", "operator": ROOT / "Dockerfile.operator",
+               "exporter": ROOT / "Dockerfile.exporter"}
 SCIENTIFIC = {"pandas", "scikit-learn", "numpy", "scipy", "xgboost", "xgboost-cpu", "joblib", "skops"}
 NON_ROOT_UID = 65532
 PINNED = re.compile(r"^[\w./-]+(:\d+\.\d+\.\d+[\w.-]*)?(@sha256:[0-9a-f]{64})?$")
@@ -130,7 +131,8 @@ def test_runtime_carries_only_the_virtual_environment(image: str) -> None:
     assert runtime.all("COPY") == ["--from=build /opt/venv /opt/venv"]
     assert not runtime.all("RUN"), "the runtime stage installs nothing"
     entrypoint = json.loads(runtime.all("ENTRYPOINT")[-1])  # exec form: signals reach the process
-    assert entrypoint == [{"trainer": "kepler-model", "operator": "kepler-model-operator"}[image]]
+    assert entrypoint == [{"trainer": "kepler-model", "operator": "kepler-model-operator",
+                           "exporter": "kepler-model"}[image]]
     build_runs = " ".join(stages[0].all("RUN"))
     assert "venv --without-pip /opt/venv" in build_runs and "--python /opt/venv/bin/python" in build_runs
 
@@ -208,6 +210,17 @@ def test_operator_extra_pulls_in_no_scientific_package() -> None:
     assert not closure & SCIENTIFIC, f"the operator image would contain {sorted(closure & SCIENTIFIC)}"
     core = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     assert _closure(core) & SCIENTIFIC, "the check above can fail: the core dependencies do pull them in"
+
+
+def test_exporter_extra_pulls_in_no_trainer_stack() -> None:
+    """The exporter image: onnxruntime, prometheus-client and numpy (onnxruntime's), nothing of training."""
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["exporter"]
+    closure = _closure(extra)
+    assert {"onnxruntime", "prometheus-client", "numpy"} <= closure
+    assert not closure & (SCIENTIFIC - {"numpy"}), sorted(closure & SCIENTIFIC)
+    _, stages = parse(DOCKERFILES["exporter"])
+    runs = " ".join(stages[0].all("RUN"))
+    assert "install --no-deps ." in runs and "['optional-dependencies']['exporter']" in runs and ".[" not in runs
 
 
 def test_operator_starts_in_an_environment_without_the_scientific_stack() -> None:

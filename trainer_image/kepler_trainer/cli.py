@@ -521,6 +521,12 @@ def _prometheus(parser: argparse.ArgumentParser) -> None:
     prom.add_prometheus_arguments(parser)
 
 
+def cmd_exporter(args, progress: Progress) -> dict:
+    from .exporter import run
+
+    return run(args)
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; `command` (the word after `kepler-model`) limits imports to what that command needs."""
     parser = argparse.ArgumentParser(
@@ -560,6 +566,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
         sidecar.add_arguments(p)
     p.set_defaults(func=cmd_estimator)
+    p = sub.add_parser("exporter", help="estimate power from procfs with a published ONNX model; serve it to "
+                       "Prometheus", description="estimate power where it cannot be measured (docs/vm-models.md)")
+    if command == "exporter":  # onnxruntime and prometheus-client only for this command
+        from . import exporter
+
+        exporter.add_arguments(p)
+    p.set_defaults(func=cmd_exporter)
     return parser
 
 
