@@ -27,8 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .data import QueryResult, Series
 from .errors import ConfigError, InputError, NoPowerMetricsError
 from .extract import KEYS, Extracted, counter_rates
-from .selectors import matches as _matches
-from .selectors import parse_selector
+from .selectors import matches as _matches, parse_selector
 
 MAX_FILE_BYTES = 256 * 1024
 _NAME = r"^[a-zA-Z_][a-zA-Z0-9_]{0,63}$"

@@ -15,8 +15,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..errors import KeplerModelError
-from . import model as models
-from . import procfs
+from . import model as models, procfs
 
 log = logging.getLogger("kepler_model.exporter")
 
