@@ -30,7 +30,7 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-ENV = {**os.environ, "PYTHONPATH": f"{ROOT / 'trainer_image'}:{ROOT / 'operator'}", "CI": "1"}
+ENV = {**os.environ, "PYTHONPATH": f"{ROOT / 'trainer_image'}:{ROOT / 'operator'}:{ROOT / 'contract'}", "CI": "1"}
 SCRAPE_EVERY_S = 15.0
 
 

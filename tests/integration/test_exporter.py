@@ -28,11 +28,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from kepler_trainer import promjson
 from kepler_trainer.data import QueryResult, Series
 from kepler_trainer.onnx_export import predict, session
+from tests.support.checkout import subprocess_env
 from tests.support.fakeprocfs import ProcfsTree, samples_from
 from tests.support.vmdata import derive, measuring_node
 
 ROOT = Path(__file__).resolve().parents[2]
-ENV = {**os.environ, "PYTHONPATH": f"{ROOT / 'trainer_image'}:{ROOT / 'operator'}", "CI": "1"}
+ENV = subprocess_env()
 GROUP = "node-exporter"
 ROWS = 25  # evaluations checked one by one
 

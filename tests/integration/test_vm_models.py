@@ -5,7 +5,6 @@ graphs checked against the native models, and the model server serving them."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 from kepler_trainer import featuresets
 from kepler_trainer.onnx_export import predict, session
 from kepler_trainer.persist import LoadedModel
+from tests.support.checkout import subprocess_env
 from tests.support.prometheus import require_binaries
 from tests.support.vmdata import GUEST, VM_ID, derive, measuring_node
 
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cli(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'trainer_image'}:{ROOT / 'operator'}", "CI": "1"}
+    env = subprocess_env()
     return subprocess.run([sys.executable, "-m", "kepler_trainer", *argv], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=600)
 

@@ -4,7 +4,6 @@ feature set, the gauge read as watts (not as a counter), ONNX for both, served b
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import pandas as pd
 
 from kepler_trainer import promjson
 from kepler_trainer.data import QueryResult, Series
+from tests.support.checkout import subprocess_env
 from tests.support.vmdata import HOST, derive, measuring_node
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,7 +29,7 @@ def test_platform_gauge_and_rapl_zones_from_one_dump(tmp_path):
     result.metrics["kepler_platform_watts"] = [Series({"instance": f"{HOST}:28282"}, derived.timestamps.astype(float),
                                                       platform)]
     dump = promjson.dump(result, tmp_path / "dump.json")
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'trainer_image'}:{ROOT / 'operator'}", "CI": "1"}
+    env = subprocess_env()
     proc = subprocess.run([sys.executable, "-m", "kepler_trainer", "train", "-i", str(dump), "--features",
                            "node-exporter", "-p", "ne", "--abs-trainers", "LinearRegression", "--dyn-trainers",
                            "LinearRegression", "--model-path", str(tmp_path / "models")],
@@ -59,7 +59,7 @@ def test_platform_gauge_and_rapl_zones_from_one_dump(tmp_path):
 
 
 def _train_features(dump: Path, tmp_path: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'trainer_image'}:{ROOT / 'operator'}", "CI": "1"}
+    env = subprocess_env()
     return subprocess.run([sys.executable, "-m", "kepler_trainer", "train", "-i", str(dump), "--features",
                            "node-exporter", "-p", "ne", "--abs-trainers", "LinearRegression", "--dyn-trainers",
                            "LinearRegression", "--model-path", str(tmp_path / "models"),
