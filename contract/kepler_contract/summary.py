@@ -45,6 +45,9 @@ class ModelSummary:
     """Whether Kepler's own regressor can run this model from its weights file."""
     kepler_weights_model: str | None = None
     """The best model of the same group that Kepler's regressor can load."""
+    onnx_model: str | None = None
+    """The lowest-MAE model of this energy source and output type with a checked `model.onnx`, as
+    <feature group>/<model> (feature-set runs only; empty when none could be exported)."""
 
     @classmethod
     def from_json(cls, entry: Mapping[str, Any]) -> ModelSummary:
@@ -53,7 +56,8 @@ class ModelSummary:
                    feature_group=_str(entry.get("feature_group")), model_name=_str(entry.get("model_name")),
                    trainer=_str(entry.get("trainer")), mae=_float(entry.get("mae")), path=_str(entry.get("path")),
                    kepler_weights=weights if isinstance(weights, bool) else None,
-                   kepler_weights_model=_optional_str(entry.get("kepler_weights_model")))
+                   kepler_weights_model=_optional_str(entry.get("kepler_weights_model")),
+                   onnx_model=_optional_str(entry.get("onnx_model")))
 
 
 @dataclass(frozen=True)

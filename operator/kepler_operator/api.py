@@ -391,6 +391,14 @@ Schedule = Annotated[str, Field(
 
 # ------------------------------------------------------------------------------------ resources
 
+class OnnxConfigMap(_Model):
+    """Where the operator writes the best ONNX model of each successful run (docs/vm-models.md)."""
+
+    name: Annotated[str, Field(description="Name of the ConfigMap, in the TrainingPipeline's namespace; the "
+                                           "operator creates it and updates only a ConfigMap it owns.",
+                               max_length=253, pattern=DNS_SUBDOMAIN)]
+
+
 class TrainingPipelineSpec(_Model):
     """What to train, from which data, and where to publish it."""
 
@@ -399,7 +407,9 @@ class TrainingPipelineSpec(_Model):
             fieldPath=".featureSet"),
         cel("!has(self.featureSet) || !has(self.labelFilters) || size(self.labelFilters) == 0",
             "labelFilters do not apply to a featureSet (its selectors and join say which series count)",
-            fieldPath=".labelFilters")]})
+            fieldPath=".labelFilters"),
+        cel("!has(self.onnxConfigMap) || has(self.featureSet)", "onnxConfigMap needs a featureSet (only "
+            "feature-set runs export ONNX)", fieldPath=".onnxConfigMap")]})
 
     prometheus: Annotated[PrometheusSource, Field(description="Where Kepler's metrics are queried.")]
     window: Annotated[Window, Field(description="Time range and step of the training data.")]
@@ -425,6 +435,9 @@ class TrainingPipelineSpec(_Model):
     feature_set: Annotated[FeatureSet | None, Field(
         description="Train on a PromQL feature set (models for machines that cannot measure power); "
                     "replaces featureGroups.")] = None
+    onnx_config_map: Annotated[OnnxConfigMap | None, Field(
+        description="Write the best ONNX model of each successful run into this ConfigMap (under 1 MiB), "
+                    "fetched from the operator's model server; needs featureSet.")] = None
     accuracy_gate: Annotated[AccuracyGate, Field(description="Publish only accurate enough models.")] = \
         AccuracyGate()
     storage: Annotated[Storage, Field(description="Where pipelines are published. Immutable.",
@@ -441,6 +454,8 @@ class TrainingPipelineSpec(_Model):
         if self.feature_set is not None and self.label_filters:
             raise ValueError("labelFilters do not apply to a featureSet "
                              "(its selectors and join say which series count)")
+        if self.onnx_config_map is not None and self.feature_set is None:
+            raise ValueError("onnxConfigMap needs a featureSet (only feature-set runs export ONNX)")
         return self
 
 
@@ -581,6 +596,19 @@ class BestModel(_Model):
     kepler_weights_model: Annotated[str | None, Field(
         description="The lowest-MAE model of this energy source and output type that Kepler's regressor runs "
                     "from weights, as <feature group>/<model>; empty when none.", max_length=256)] = None
+    onnx_model: Annotated[str | None, Field(
+        description="The lowest-MAE model of this energy source and output type with a checked model.onnx, as "
+                    "<feature group>/<model>; empty when none (feature-set runs only).", max_length=256)] = None
+
+
+class OnnxConfigMapStatus(_Model):
+    """The ConfigMap holding a run's ONNX model."""
+
+    name: Annotated[str, Field(description="Name of the ConfigMap (keys model.onnx and onnx_manifest.json).")]
+    job_name: Annotated[str, Field(description="The run (Job) whose model it holds.")]
+    model: Annotated[str, Field(description="<energy source>/<output type>/<feature group>/<model>.")]
+    sha256: Annotated[str, Field(description="SHA-256 of model.onnx, as its manifest states.")]
+    bytes: Annotated[int, Field(description="Size of model.onnx.", ge=0)]
 
 
 class TrainingPipelineStatus(_Model):
@@ -602,6 +630,9 @@ class TrainingPipelineStatus(_Model):
     handled_rerun: Annotated[str | None, Field(description="The last rerun annotation value acted upon.")] = None
     last_schedule_time: Annotated[str | None, Field(description="The last schedule tick that started a run.",
                                                     json_schema_extra={"format": "date-time"})] = None
+    onnx_config_map: Annotated[OnnxConfigMapStatus | None, Field(
+        description="The ConfigMap the operator wrote the run's ONNX model into (spec.onnxConfigMap); "
+                    "condition OnnxConfigMapReady says why when it could not.")] = None
 
 
 class ComponentEnergy(_Model):

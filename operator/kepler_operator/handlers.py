@@ -23,7 +23,7 @@ import kopf
 from . import api, jobs, policy
 from .errors import PipelineBusyError
 from .kube import Kube
-from .reconcile import State, indexed, plain, reconcile
+from .reconcile import ModelServer, State, indexed, plain, reconcile
 from .settings import get_settings
 
 TP = (api.GROUP, api.VERSION, api.TrainingPipeline.plural)
@@ -52,7 +52,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.state = State(kube=Kube(ours.max_workers), defaults=jobs.JobDefaults(
         image=ours.trainer_image, image_pull_policy=ours.image_pull_policy, pvc=ours.default_pvc,
         service_account=ours.job_service_account, run_as_user=ours.run_as_user),
-        policy=policy.Policy.from_settings(ours))
+        policy=policy.Policy.from_settings(ours),
+        model_server=ModelServer(url=ours.model_server_url, pvc=ours.model_server_pvc or ours.default_pvc))
 
 
 @kopf.on.startup()

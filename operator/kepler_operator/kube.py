@@ -20,6 +20,7 @@ from kubernetes.client.exceptions import ApiException
 
 from . import api, jobs
 from .errors import JobRejectedError, PolicyDeniedError
+from .onnx_configmap import OnnxConfigMapError, owned_by
 
 PLURAL = {api.TrainingPipeline.kind: api.TrainingPipeline.plural,
           api.EnergyEstimation.kind: api.EnergyEstimation.plural}
@@ -83,6 +84,29 @@ class Kube:
         body = json.loads(response.data)
         return dict((body.get("metadata") or {}).get("labels") or {})
 
+    def apply_configmap(self, manifest: dict[str, Any], owner_uid: str) -> None:
+        """Create the ConfigMap, or replace it when this owner's; refuse one that belongs to someone else."""
+        meta = manifest["metadata"]
+        name, namespace = meta["name"], meta["namespace"]
+        try:
+            response = self.core.read_namespaced_config_map(name, namespace, _preload_content=False)
+            existing = json.loads(response.data)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise _configmap_error(name, exc) from exc
+            existing = None
+        try:
+            if existing is None:
+                self.core.create_namespaced_config_map(namespace, manifest, _preload_content=False)
+            elif owned_by(existing, owner_uid):
+                body = {**manifest, "metadata": {**meta, "resourceVersion": existing["metadata"]["resourceVersion"]}}
+                self.core.replace_namespaced_config_map(name, namespace, body, _preload_content=False)
+            else:
+                raise OnnxConfigMapError("ConfigMapNotOwned", f"ConfigMap {name!r} exists and is not this "
+                                                              "TrainingPipeline's: choose another name")
+        except ApiException as exc:
+            raise _configmap_error(name, exc) from exc
+
     def delete_job(self, namespace: str, name: str) -> None:
         """Delete a Job and its pods; a Job already gone is fine."""
         try:
@@ -114,6 +138,13 @@ class Kube:
             self.core.create_namespaced_event(meta["namespace"], event, _preload_content=False)
         except Exception as exc:  # noqa: BLE001 (an Event is best effort, whatever went wrong)
             logging.getLogger(__name__).warning("could not post event %s: %s", reason, exc)
+
+
+def _configmap_error(name: str, exc: ApiException) -> Exception:
+    """A refusal for good becomes the condition; anything else is retried (a conflict on the next pass)."""
+    if exc.status in (400, 403, 422):
+        return OnnxConfigMapError("ConfigMapRejected", f"ConfigMap {name} was rejected: {_api_message(exc)}")
+    return OnnxConfigMapError("ConfigMapWriteFailed", f"writing ConfigMap {name}: {exc.status} {exc.reason}")
 
 
 def _api_message(exc: ApiException) -> str:

@@ -10,6 +10,7 @@ import asyncio
 import collections
 import dataclasses
 import datetime
+import hashlib
 import logging
 import posixpath
 from collections.abc import Callable, Iterable, Mapping
@@ -18,11 +19,19 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from . import api, jobs, policy, status
+from . import api, jobs, onnx_configmap, policy, status
 from .errors import InvalidSpecError, OperatorError, PipelineBusyError, PolicyDeniedError
 from .kube import Kube
 
 TERMINAL = (api.Phase.SUCCEEDED.value, api.Phase.FAILED.value)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelServer:
+    """The model server the operator fetches ONNX models from, and the PVC it serves."""
+
+    url: str = "http://kepler-model-server.kepler-model.svc:8100"
+    pvc: str = "kepler-models"
 
 
 @dataclasses.dataclass
@@ -32,6 +41,7 @@ class State:
     kube: Kube
     defaults: jobs.JobDefaults
     policy: policy.Policy
+    model_server: ModelServer = dataclasses.field(default_factory=ModelServer)
     written: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     indexes: dict[str, kopf.Index[Any, Any]] = dataclasses.field(default_factory=dict)
     resync: asyncio.Task[None] | None = None
@@ -101,6 +111,7 @@ async def reconcile(kind: str, body: Mapping[str, Any], memo: kopf.Memo, jobs_by
         if kind == api.TrainingPipeline.kind:
             new = status.training_status(old, generation=generation, job=latest, terminated=terminated,
                                          problem=problem, suspended=bool(plan and plan.suspend), now=now)
+            new = await _onnx_configmap(state, body, plan, old, new, now, generation)
         else:
             new = status.estimation_status(old, generation=generation, job=latest, terminated=terminated,
                                            problem=problem, resolved=plan.resolved if plan else None, now=now)
@@ -109,6 +120,27 @@ async def reconcile(kind: str, body: Mapping[str, Any], memo: kopf.Memo, jobs_by
             state.written[uid] = new
             for change in status.transitions(old, new):
                 state.post_event(_ref(kind, body), change.type, change.reason, change.message)
+
+
+async def _onnx_configmap(state: State, body: Mapping[str, Any], plan: Plan | None, old: Mapping[str, Any],
+                          new: dict[str, Any], now: str, generation: int) -> dict[str, Any]:
+    """Write the latest successful run's best ONNX model into the ConfigMap spec.onnxConfigMap names, once per
+    run; a failure is a condition (retried on the next pass), never a failed run."""
+    wanted = plan.onnx_config_map if plan else None
+    if not status.onnx_configmap_due(wanted, new):
+        return status.with_onnx_configmap(new, old, wanted=wanted is not None, now=now, generation=generation)
+    assert wanted is not None  # noqa: S101 (due implies wanted)
+    try:
+        choice = onnx_configmap.choose(new.get("pipelinePath"), new.get("bestModels") or [],
+                                       served_pvc=plan is not None and plan.pvc == state.model_server.pvc)
+        graph, manifest = await asyncio.to_thread(onnx_configmap.fetch, state.model_server.url, choice)
+        await asyncio.to_thread(state.kube.apply_configmap,
+                                onnx_configmap.manifest(body, wanted, choice, graph, manifest), body["metadata"]["uid"])
+    except onnx_configmap.OnnxConfigMapError as exc:
+        return status.with_onnx_configmap(new, old, wanted=True, problem=exc, now=now, generation=generation)
+    written = {"name": wanted, "jobName": new["lastRun"]["jobName"], "model": choice.model,
+               "sha256": hashlib.sha256(graph).hexdigest(), "bytes": len(graph)}
+    return status.with_onnx_configmap(new, old, wanted=True, written=written, now=now, generation=generation)
 
 
 async def _result_of(state: State, job: Mapping[str, Any] | None, old: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -175,6 +207,8 @@ class Plan:
     resolved: str | None = None
     secrets: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     location: str | None = None
+    pvc: str | None = None
+    onnx_config_map: str | None = None
 
 
 def _plan(kind: str, body: Mapping[str, Any], pipelines: kopf.Index[Any, Any], defaults: jobs.JobDefaults,
@@ -189,7 +223,8 @@ def _plan(kind: str, body: Mapping[str, Any], pipelines: kopf.Index[Any, Any], d
             return Plan(build=lambda run: jobs.training_job(owner, tp, run, defaults), schedule=tp.schedule,
                         suspend=tp.suspend, keep=tp.history_limit,
                         secrets=policy.secrets_used(tp.prometheus, "spec.prometheus"),
-                        location=jobs.pipeline_location(tp, defaults))
+                        location=jobs.pipeline_location(tp, defaults), pvc=tp.storage.pvc_name or defaults.pvc,
+                        onnx_config_map=tp.onnx_config_map.name if tp.onnx_config_map else None)
         ee = api.EnergyEstimationSpec.model_validate(body.get("spec") or {})
     except ValidationError as exc:
         raise InvalidSpecError(_validation_message(exc)) from exc

@@ -24,6 +24,11 @@ class OperatorSettings(BaseSettings):
     run_as_user: int = Field(1000, ge=1, description="UID (and GID, fsGroup) the Jobs run as; never root.")
     resync_seconds: float = Field(60.0, gt=0, description="Re-check every resource this often.")
     liveness_endpoint: str = Field("http://0.0.0.0:8080/healthz", description="kopf's liveness probe URL.")
+    model_server_url: str = Field(
+        "http://kepler-model-server.kepler-model.svc:8100", pattern=r"^https?://",
+        description="The model server the operator fetches ONNX models from for spec.onnxConfigMap.")
+    model_server_pvc: str | None = Field(None, description="The PVC that model server serves (default: defaultPvc); "
+                                                           "pipelines on other PVCs get no ONNX ConfigMap.")
     max_workers: int = Field(16, ge=1, description="Threads (and connections) for the blocking Kubernetes calls.")
 
     # -- policy (kepler_operator.policy): what a resource's author may ask for; default deny ---------------------

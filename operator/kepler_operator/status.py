@@ -19,6 +19,7 @@ from kepler_contract.summary import ModelSummary, RunSummary, parse_summary
 from . import api
 from .errors import OperatorError
 from .jobs import ANN_GENERATION, ANN_RERUN, ANN_SCHEDULE, ANN_TRIGGER, CONTAINER, LABEL_RUN, MODELS_MOUNT
+from .onnx_configmap import CONDITION as ONNX_CONDITION
 
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
 TP_STAGES = ("DataAvailable", "Trained", "Published")
@@ -134,7 +135,8 @@ def _model_entry(entry: ModelSummary) -> dict[str, Any]:
             "mae": entry.mae, "path": entry.path,
             **({"keplerWeights": entry.kepler_weights} if entry.kepler_weights is not None else {}),
             **({"keplerWeightsModel": entry.kepler_weights_model[:256]}
-               if entry.kepler_weights_model is not None else {})}
+               if entry.kepler_weights_model is not None else {}),
+            **({"onnxModel": entry.onnx_model[:256]} if entry.onnx_model is not None else {})}
 
 
 def merge_conditions(old: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]], now: str,
@@ -296,6 +298,40 @@ def estimation_status(old: Mapping[str, Any], *, generation: int, job: Mapping[s
                                      "meanPowerWatts": c.mean_power_watts, "mae": c.mae}
                                     for name, c in sorted(summary.components.items())][:16]})
     return api.EnergyEstimationStatus.model_validate(status).dump()
+
+
+def with_onnx_configmap(new: Mapping[str, Any], old: Mapping[str, Any], *, wanted: bool,
+                        written: Mapping[str, Any] | None = None, problem: OperatorError | None = None,
+                        now: str, generation: int) -> dict[str, Any]:
+    """`new` with the ONNX ConfigMap's condition and status field: the attempt's result when one was made
+    (`written` or `problem`), else what `old` said (a new status of the run does not know about it)."""
+    status = dict(new)
+    conditions = [c for c in new.get("conditions") or [] if c["type"] != ONNX_CONDITION]
+    old_condition = [c for c in old.get("conditions") or [] if c["type"] == ONNX_CONDITION]
+    status.pop("onnxConfigMap", None)
+    if wanted and written is None and problem is None:
+        conditions += old_condition
+        if old.get("onnxConfigMap"):
+            status["onnxConfigMap"] = old["onnxConfigMap"]
+    elif wanted:
+        cond = (_cond(ONNX_CONDITION, TRUE, "ConfigMapWritten", f"ConfigMap {written['name']} holds {written['model']}")
+                if written is not None else _cond(ONNX_CONDITION, FALSE, problem.reason, str(problem)))  # type: ignore[union-attr]
+        conditions += merge_conditions(old_condition, [cond], now, generation)
+        if written is not None:
+            status["onnxConfigMap"] = dict(written)
+        elif old.get("onnxConfigMap"):
+            status["onnxConfigMap"] = old["onnxConfigMap"]  # the last ConfigMap written is still there
+    status["conditions"] = conditions
+    return api.TrainingPipelineStatus.model_validate(status).dump()
+
+
+def onnx_configmap_due(spec_name: str | None, status: Mapping[str, Any]) -> bool:
+    """Whether the ConfigMap should be (re)written: the latest run succeeded and its model is not written yet."""
+    if spec_name is None or status.get("phase") != api.Phase.SUCCEEDED.value:
+        return False
+    written = status.get("onnxConfigMap") or {}
+    job = (status.get("lastRun") or {}).get("jobName")
+    return not (written.get("name") == spec_name and written.get("jobName") == job)
 
 
 def transitions(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Transition]:

@@ -106,7 +106,7 @@ def test_output_types_are_listed_once():
 def test_a_train_summary_reads_back_typed():
     best = {"energy_source": "acpi", "output_type": "AbsPower", "feature_group": "BPFOnly", "model_name": "SGD_0",
             "trainer": "SGDRegressorTrainer", "mae": 4, "path": "acpi/AbsPower/BPFOnly/SGD_0",
-            "kepler_weights": True, "kepler_weights_model": "BPFOnly/SGD_0"}
+            "kepler_weights": True, "kepler_weights_model": "BPFOnly/SGD_0", "onnx_model": "BPFOnly/LR_0"}
     summary = parse_summary(json.dumps({"ok": True, "command": "train", "path": "/m/std", "models": 3,
                                         "best": [best, "junk"], "unknown": {"kept": "out"}}))
     assert summary is not None and summary.ok and summary.models == 3 and summary.path == "/m/std"

@@ -22,6 +22,7 @@ ALLOWED = {
     ("", "pods"): {"list"},
     ("", "events"): {"create"},
     ("", "secrets"): {"get"},  # issue 12: the opt-in label of a Secret named as Prometheus credentials
+    ("", "configmaps"): {"get", "create", "update"},  # issue 15: spec.onnxConfigMap, one named ConfigMap
 }
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection", "escalate", "bind", "impersonate"}
 
@@ -110,7 +111,9 @@ def test_no_rule_grants_wildcards_secrets_or_cluster_powers(path: str) -> None:
         resources = set(rule.get("resources", []))
         if "secrets" in resources:  # one named Secret's labels (asked for as metadata only), nothing more
             assert set(rule["verbs"]) == {"get"} and resources == {"secrets"}, rule
-        assert not resources & {"configmaps", "serviceaccounts", "roles", "rolebindings",
+        if "configmaps" in resources:  # read one by name, create or replace it: no list, watch, patch or delete
+            assert set(rule["verbs"]) == {"get", "create", "update"} and resources == {"configmaps"}, rule
+        assert not resources & {"serviceaccounts", "roles", "rolebindings",
                                 "clusterroles", "clusterrolebindings", "customresourcedefinitions", "namespaces",
                                 "pods/exec", "pods/attach", "pods/portforward", "nodes"}, rule
         if "pods" in resources:

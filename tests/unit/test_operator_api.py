@@ -155,6 +155,8 @@ def test_generated_yaml_is_a_valid_crd_document():
     ({"featureSet": {"preset": "kepler-vm"}, "featureGroups": ["BPFOnly"]}, "featureSet replaces featureGroups"),
     ({"featureSet": {"preset": "kepler-vm"}, "labelFilters": {"job": "node"}}, "labelFilters do not apply"),
     ({"accuracyGate": {"maxMape": 0}}, "greater than 0"),
+    ({"onnxConfigMap": {"name": "vm-model"}}, "onnxConfigMap needs a featureSet"),
+    ({"featureSet": {"preset": "node-exporter"}, "onnxConfigMap": {"name": "Not_DNS"}}, "String should match"),
 ])
 def test_feature_set_validation(change, message):
     with pytest.raises(ValidationError, match=re.escape(message)):
@@ -167,6 +169,7 @@ def test_feature_set_rules_are_in_the_crd():
     assert "has(self.preset) != has(self.file)" in rules
     assert "!(has(self.featureSet) && has(self.featureGroups))" in rules
     assert any("size(self.labelFilters) == 0" in r for r in rules)
+    assert "!has(self.onnxConfigMap) || has(self.featureSet)" in rules
     presets = spec["properties"]["featureSet"]["properties"]["preset"]["enum"]
     from kepler_trainer.featuresets import PRESETS
 

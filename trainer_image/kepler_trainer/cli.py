@@ -252,7 +252,19 @@ def cmd_train_features(args, progress: Progress) -> dict:
     _print_best(results)
     summary["input_checks"] = settings.input_checks
     summary["onnx_exportable"] = sum(1 for r in results if r.ok and _exportable(summary["path"], r))
+    _add_onnx_models(summary, results)
     return summary
+
+
+def _add_onnx_models(summary: dict, results: list[Trained]) -> None:
+    """Each best entry's `onnx_model`: the lowest-MAE published model of its energy source and output type
+    with a checked model.onnx (what the operator writes into a ConfigMap), or "" when there is none."""
+    exportable = sorted((r for r in results if r.ok and r.metadata.get("passed_gate", True)
+                         and _exportable(summary["path"], r)), key=lambda r: r.metrics["mae"])
+    for entry in summary.get("best") or []:
+        match = next((r for r in exportable if r.table.source == entry["energy_source"]
+                      and r.table.output_type.value == entry["output_type"]), None)
+        entry["onnx_model"] = f"{match.table.group}/{match.metadata['model_name']}" if match else ""
 
 
 def _exportable(path: str, result: Trained) -> bool:
