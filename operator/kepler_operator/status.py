@@ -309,18 +309,15 @@ def with_onnx_configmap(new: Mapping[str, Any], old: Mapping[str, Any], *, wante
     conditions = [c for c in new.get("conditions") or [] if c["type"] != ONNX_CONDITION]
     old_condition = [c for c in old.get("conditions") or [] if c["type"] == ONNX_CONDITION]
     status.pop("onnxConfigMap", None)
-    if wanted and written is None and problem is None:
-        conditions += old_condition
-        if old.get("onnxConfigMap"):
-            status["onnxConfigMap"] = old["onnxConfigMap"]
-    elif wanted:
-        cond = (_cond(ONNX_CONDITION, TRUE, "ConfigMapWritten", f"ConfigMap {written['name']} holds {written['model']}")
-                if written is not None else _cond(ONNX_CONDITION, FALSE, problem.reason, str(problem)))  # type: ignore[union-attr]
-        conditions += merge_conditions(old_condition, [cond], now, generation)
-        if written is not None:
-            status["onnxConfigMap"] = dict(written)
-        elif old.get("onnxConfigMap"):
-            status["onnxConfigMap"] = old["onnxConfigMap"]  # the last ConfigMap written is still there
+    if not wanted:
+        status["conditions"] = conditions
+        return api.TrainingPipelineStatus.model_validate(status).dump()
+    attempt = (_cond(ONNX_CONDITION, TRUE, "ConfigMapWritten", f"ConfigMap {written['name']} holds {written['model']}")
+               if written is not None else
+               _cond(ONNX_CONDITION, FALSE, problem.reason, str(problem)) if problem is not None else None)
+    conditions += merge_conditions(old_condition, [attempt], now, generation) if attempt else old_condition
+    if written is not None or old.get("onnxConfigMap"):
+        status["onnxConfigMap"] = dict(written or old["onnxConfigMap"])  # a failure leaves the last one written
     status["conditions"] = conditions
     return api.TrainingPipelineStatus.model_validate(status).dump()
 
