@@ -7,7 +7,6 @@ still succeeds and the refusal is a condition; once the server is back, the oper
 from __future__ import annotations
 
 import base64
-import datetime
 import hashlib
 import json
 import subprocess
@@ -27,6 +26,7 @@ from tests.support.apiserver import (
     condition,
     ensure_namespace,
     free_port,
+    iso_utc,
     kube_api,
     phase,
     skip_reason,
@@ -36,10 +36,6 @@ from tests.support.kubelet import Kubelet, kepler_model_available
 
 pytestmark = [pytest.mark.apiserver, pytest.mark.prometheus, pytest.mark.slow, pytest.mark.timeout(600)]
 CONFIGMAP = "node-model"
-
-
-def _iso(ts: float) -> str:
-    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class ModelServer:
@@ -101,7 +97,7 @@ def world(tmp_path_factory):
 def _spec(world) -> dict:
     ts = world["derived"].timestamps
     return {"prometheus": {"url": world["prom"].url},
-            "window": {"start": _iso(ts[0]), "end": _iso(ts[-1]), "stepSeconds": 3},
+            "window": {"start": iso_utc(ts[0]), "end": iso_utc(ts[-1]), "stepSeconds": 3},
             "pipelineName": "node_v1", "featureSet": {"preset": "node-exporter"},
             "absTrainers": ["LinearRegressionTrainer"], "dynTrainers": ["LinearRegressionTrainer"],
             "onnxConfigMap": {"name": CONFIGMAP}}

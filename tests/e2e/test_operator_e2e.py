@@ -22,6 +22,7 @@ from tests.support.apiserver import (
     Resources,
     condition,
     ensure_namespace,
+    iso_utc,
     kube_api,
     phase,
     skip_reason,
@@ -32,11 +33,6 @@ pytestmark = [pytest.mark.apiserver, pytest.mark.prometheus, pytest.mark.slow, p
 
 INSTANCE = "node-1:9102"
 MAE_MAX_W = 0.1  # the data is exactly linear in the counter rates: a linear model must be this close
-
-
-def _iso(ts: float) -> str:
-    import datetime
-    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +66,7 @@ def world(tmp_path_factory):
 def tp_spec(world, **change):
     data = world["data"]
     return {"prometheus": {"url": world["prom"].url},
-            "window": {"start": _iso(data.start), "end": _iso(data.end), "stepSeconds": data.step},
+            "window": {"start": iso_utc(data.start), "end": iso_utc(data.end), "stepSeconds": data.step},
             "labelFilters": {"instance": INSTANCE}, "pipelineName": "e2e_v1", "energySources": ["rapl-sysfs", "acpi"],
             "featureGroups": ["Basic"], "absTrainers": ["LinearRegressionTrainer", "SGDRegressorTrainer"],
             "dynTrainers": ["LinearRegressionTrainer"], "storage": {"subPath": "team"}, **change}
@@ -122,7 +118,7 @@ def test_energy_estimation_on_the_pipeline_reaches_ready_with_its_summary(world,
     half = data.start + (data.end - data.start) / 2
     spec = {"model": {"pipelineRef": {"name": "e2e"}, "energySource": "rapl-sysfs", "outputType": "AbsPower"},
             "input": {"prometheus": {"url": world["prom"].url},
-                      "window": {"start": _iso(half), "end": _iso(data.end), "stepSeconds": data.step},
+                      "window": {"start": iso_utc(half), "end": iso_utc(data.end), "stepSeconds": data.step},
                       "labelFilters": {"instance": INSTANCE}}}
     res.create("EnergyEstimation", "last-half", spec)
     try:
@@ -190,7 +186,7 @@ def test_energy_estimation_from_a_file_and_a_pipeline_path(world, trained):
     inputs = volume / "inputs"
     query = subprocess.run(
         [sys.executable, "-m", "kepler_trainer.cli", "query", "-s", world["prom"].url, "--start-time",
-         _iso(data.start), "--end-time", _iso(data.end), "--label-filter", f"instance={INSTANCE}",
+         iso_utc(data.start), "--end-time", iso_utc(data.end), "--label-filter", f"instance={INSTANCE}",
          "--data-path", str(inputs), "-o", "window"], capture_output=True, text=True, timeout=300)
     assert query.returncode == 0, query.stderr
     assert (inputs / "window.json").is_file()
@@ -212,7 +208,7 @@ def test_the_profile_isolator_works_from_a_resource(world, trained):
     import sys
 
     res, volume, data = world["res"], Path(world["volume"]), world["data"]
-    idle = {"start": _iso(data.start), "end": _iso(data.start + 600), "stepSeconds": data.step}
+    idle = {"start": iso_utc(data.start), "end": iso_utc(data.start + 600), "stepSeconds": data.step}
     query = subprocess.run(
         [sys.executable, "-m", "kepler_trainer.cli", "query", "-s", world["prom"].url, "--start-time", idle["start"],
          "--end-time", idle["end"], "--step", str(data.step), "--label-equals", f"instance={INSTANCE}",

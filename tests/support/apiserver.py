@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import json
 import os
 import signal
@@ -50,6 +51,11 @@ def skip_reason() -> str | None:
     if not (TOOLS / "start.sh").exists():
         return f"no KUBECONFIG and no {TOOLS}/start.sh"
     return None
+
+
+def iso_utc(ts: float) -> str:
+    """A unix time as the RFC 3339 UTC string a resource's spec takes (whole seconds)."""
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def free_port(pair: bool = False) -> int:
