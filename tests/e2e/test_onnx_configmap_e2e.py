@@ -9,60 +9,28 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import subprocess
-import sys
-import time
-import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 from kubernetes import client
 
+from tests.integration.test_serve_support import ServerProcess
 from tests.support.apiserver import (
     SELECTOR,
     OperatorProcess,
     Resources,
     condition,
     ensure_namespace,
-    free_port,
     iso_utc,
     kube_api,
     phase,
     skip_reason,
 )
-from tests.support.checkout import subprocess_env
 from tests.support.kubelet import Kubelet, kepler_model_available
 
 pytestmark = [pytest.mark.apiserver, pytest.mark.prometheus, pytest.mark.slow, pytest.mark.timeout(600)]
 CONFIGMAP = "node-model"
-
-
-class ModelServer:
-    """`kepler-model serve` over the models folder, on a fixed port so it can be stopped and started again."""
-
-    def __init__(self, models: Path) -> None:
-        self.models, self.port = models, free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "kepler_trainer", "serve", "--models-dir",
-                                      str(self.models), "--host", "127.0.0.1", "--port", str(self.port)],
-                                     env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(self.url + "/openapi.json", timeout=5).read()
-                return
-            except OSError:
-                assert time.monotonic() < deadline and self.proc.poll() is None, "the model server did not start"
-                time.sleep(0.2)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(30)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +45,7 @@ def world(tmp_path_factory):
     derived = derive()
     node = Derived(derived.timestamps, derived.busy, derived.power, derived.series + measuring_node(derived))
     volume = tmp_path_factory.mktemp("pvc-models")
-    server = ModelServer(volume)
+    server = ServerProcess(volume)
     server.start()
     with prometheus.start_prometheus(tmp_path_factory.mktemp("prom"), openmetrics=node.openmetrics()) as prom, \
             kube_api() as kube:
