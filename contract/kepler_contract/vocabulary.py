@@ -69,6 +69,20 @@ class OutputType(str, enum.Enum):
     DYN = "DynPower"
 
 
+class EnergySource(str, enum.Enum):
+    """Where node power is measured."""
+
+    RAPL_SYSFS = "rapl-sysfs"
+    ACPI = "acpi"
+
+
+class FeatureSetPreset(str, enum.Enum):
+    """The trainer's PromQL feature-set presets (docs/vm-models.md)."""
+
+    KEPLER_VM = "kepler-vm"
+    NODE_EXPORTER = "node-exporter"
+
+
 ENERGY_SOURCE_COMPONENTS: dict[str, tuple[str, ...]] = {
     "rapl-sysfs": ("package", "core", "uncore", "dram"),
     "rapl-msr": ("package", "core", "uncore", "dram"),
@@ -77,12 +91,13 @@ ENERGY_SOURCE_COMPONENTS: dict[str, tuple[str, ...]] = {
     "redfish": ("platform",),
     "trained_power_model": ("package", "core", "uncore", "dram"),
 }
-"""A power meter Kepler reads -> the node components it reports."""
+"""A power meter Kepler reads -> the node components it reports. `EnergySource` names the ones a
+TrainingPipeline or EnergyEstimation may choose; the trainer also reads the others from query outputs."""
 ENERGY_SOURCE_ALIASES: dict[str, str] = {"rapl": "rapl-sysfs", "intel_rapl": "rapl-sysfs"}
 
 ISOLATORS = tuple(i.value for i in IsolatorType)
 EXTRACTORS = tuple(e.value for e in Extractor)
-OUTPUT_TYPES = ("AbsPower", "DynPower")
+OUTPUT_TYPES = tuple(o.value for o in OutputType)
 SPLITS = ("random", "time", "workload")
 """How `train` holds out its test rows (see `kepler-model train --help`)."""
 TUNINGS = ("blocked", "random", "off")

@@ -21,8 +21,10 @@ from pydantic.alias_generators import to_camel
 
 from kepler_contract.vocabulary import (  # the vocabulary the trainer accepts (re-exported: the API's names)
     RESERVED_PIPELINE_NAMES as RESERVED_PIPELINE_NAMES,
+    EnergySource as EnergySource,
     Extractor as Extractor,
     FeatureGroup as FeatureGroup,
+    FeatureSetPreset as FeatureSetPreset,
     IsolatorType as IsolatorType,
     OutputType as OutputType,
     Trainer as Trainer,
@@ -58,13 +60,6 @@ class _Model(BaseModel):
 
 
 # ----------------------------------------------------------------------------------------- enums
-
-class EnergySource(str, enum.Enum):
-    """Where node power is measured."""
-
-    RAPL_SYSFS = "rapl-sysfs"
-    ACPI = "acpi"
-
 
 class Phase(str, enum.Enum):
     """A display summary of the conditions."""
@@ -213,8 +208,9 @@ class Isolator(_Model):
         cel("!(has(self.profile) && has(self.idleWindow))", "set profile or idleWindow, not both",
             fieldPath=".idleWindow")]})
 
-    type: Annotated[IsolatorType, Field(description="none, min (minimum power), profile (an idle profile) "
-                                                    "or trainer (an AbsPower pipeline).")] = IsolatorType.MIN
+    type: Annotated[IsolatorType, Field(
+        description="none, min (the lowest power of the window), profile (an idle profile) or trainer "
+                    "(the intercept of a linear fit of power over usage on the window itself).")] = IsolatorType.MIN
     profile: Annotated[str | None, Field(
         description="Idle profile for the profile isolator: a query-output JSON file of the idle machine, "
                     "relative to the root of the pipeline's volume (spec.storage).",
@@ -285,13 +281,6 @@ class AccuracyGate(_Model):
     max_idle_bias: Annotated[float | None, Field(
         description="Largest |mean error| in watts on held-out idle rows (feature sets; docs/vm-models.md).",
         gt=0, le=1e6)] = None
-
-
-class FeatureSetPreset(str, enum.Enum):
-    """The trainer's PromQL feature-set presets (docs/vm-models.md)."""
-
-    KEPLER_VM = "kepler-vm"
-    NODE_EXPORTER = "node-exporter"
 
 
 JOIN_VALUE = r"^[^,=\s]+$"

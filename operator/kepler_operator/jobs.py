@@ -19,7 +19,9 @@ from typing import Any
 
 from croniter import croniter
 
+from kepler_contract import invocation
 from kepler_contract.exits import PERMANENT_EXIT_CODES
+from kepler_contract.vocabulary import EnergySource, Extractor, FeatureGroup, IsolatorType, OutputType, Trainer
 
 from . import api
 from .errors import InvalidSpecError, PipelineNotFoundError, PipelineNotReadyError
@@ -121,14 +123,6 @@ def format_time(value: datetime.datetime) -> str:
     return value.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def argv_time(value: datetime.datetime) -> str:
-    """A time for the trainer's command line: `format_time`, with the fraction when there is one (a window
-    shorter than a second, or ending mid-second, must keep its meaning: found by the argv property test)."""
-    if value.microsecond == 0:
-        return format_time(value)
-    return value.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def rerun_key(generation: int, token: str) -> str:
     """The run key of a re-run request."""
     return f"g{generation}-r{hashlib.sha256(token.encode()).hexdigest()[:8]}"
@@ -186,82 +180,67 @@ def _volume_path(*parts: str | None) -> str:
     return posixpath.join(MODELS_MOUNT, *[p for p in parts if p])
 
 
-def _window_args(window: api.Window) -> list[str]:
-    if window.interval_seconds is not None:
-        args = ["--interval", str(window.interval_seconds)]
+def _query(prom: api.PrometheusSource, window: api.Window, prefix: str,
+           label_filters: Mapping[str, str]) -> invocation.PrometheusQuery:
+    return invocation.PrometheusQuery(
+        server=prom.url, step_seconds=window.step_seconds, interval_seconds=window.interval_seconds,
+        start=window.start, end=window.end, metric_prefix=prefix,
+        label_equals=tuple(sorted(label_filters.items())),  # equality only: no `=~` smuggled in
+        bearer_token_file=posixpath.join(TOKEN_DIR, prom.bearer_token_secret.key) if prom.bearer_token_secret
+        else None,
+        ca_file=posixpath.join(CA_DIR, prom.tls.ca_secret.key) if prom.tls and prom.tls.ca_secret else None,
+        insecure_skip_tls_verify=bool(prom.tls and prom.tls.insecure_skip_verify))
+
+
+def train_invocation(spec: api.TrainingPipelineSpec) -> invocation.TrainInvocation:
+    """The `kepler-model train` run of a TrainingPipeline: its spec's fields, with paths on the Job's volume."""
+    idle, gate, feature_set = spec.isolator.idle_window, spec.accuracy_gate, spec.feature_set
+    return invocation.TrainInvocation(
+        query=_query(spec.prometheus, spec.window, spec.metric_prefix, spec.label_filters),
+        pipeline_name=spec.pipeline_name, files=_files(spec.storage.sub_path),
+        energy_sources=tuple(EnergySource(s) for s in spec.energy_sources),
+        extractor=Extractor(spec.extractor), isolator=IsolatorType(spec.isolator.type),
+        # a file on the pipeline's volume (the Job's working folder is empty)
+        profile=_volume_path(spec.isolator.profile) if spec.isolator.profile else None,
+        idle_window=invocation.IdleWindow(idle.start, idle.end, idle.step_seconds) if idle else None,
+        abs_trainers=tuple(Trainer(t) for t in spec.abs_trainers),
+        dyn_trainers=tuple(Trainer(t) for t in spec.dyn_trainers),
+        feature_groups=tuple(FeatureGroup(g) for g in spec.feature_groups or ()),
+        features=(feature_set.preset or _volume_path(feature_set.file)) if feature_set else None,
+        # join values carry no ',' or '=' (api.JoinValue): the list cannot be split wrongly
+        join_map=tuple(sorted(feature_set.join_map.items())) if feature_set else (),
+        max_mae=gate.max_mae, max_mape=gate.max_mape, max_idle_bias=gate.max_idle_bias)
+
+
+def _files(model_path: str | None) -> invocation.Files:
+    return invocation.Files(model_path=_volume_path(model_path), data_path=WORK_DIR, termination_log=TERMINATION_LOG)
+
+
+def estimate_invocation(spec: api.EnergyEstimationSpec, where: ModelLocation) -> invocation.EstimateInvocation:
+    """The `kepler-model estimate` run of an EnergyEstimation whose model was found at `where`."""
+    source = spec.input
+    if source.file is not None:
+        query: invocation.PrometheusQuery | str = _volume_path(source.file)
     else:
-        assert window.start is not None and window.end is not None  # guaranteed by Window's validator
-        args = ["--start-time", argv_time(window.start), "--end-time", argv_time(window.end)]
-    return args + ["--step", str(window.step_seconds)]
-
-
-def _prometheus_args(prom: api.PrometheusSource, window: api.Window, prefix: str,
-                     label_filters: Mapping[str, str]) -> list[str]:
-    args = ["-s", prom.url, *_window_args(window), "--metric-prefix", prefix]
-    for name in sorted(label_filters):  # equality only: the value is taken verbatim (no `=~` smuggled in)
-        args += ["--label-equals", f"{name}={label_filters[name]}"]
-    if prom.bearer_token_secret is not None:
-        args += ["--bearer-token-file", posixpath.join(TOKEN_DIR, prom.bearer_token_secret.key)]
-    if prom.tls is not None and prom.tls.ca_secret is not None:
-        args += ["--ca-file", posixpath.join(CA_DIR, prom.tls.ca_secret.key)]
-    if prom.tls is not None and prom.tls.insecure_skip_verify:
-        args.append("--insecure-skip-tls-verify")
-    return args
+        assert source.prometheus is not None and source.window is not None  # EstimationInput's validator
+        query = _query(source.prometheus, source.window, source.metric_prefix, source.label_filters)
+    model = spec.model
+    return invocation.EstimateInvocation(
+        source=query, pipeline_name=where.pipeline_name, output=_volume_path(where.results_dir),
+        files=_files(where.pipeline_parent), energy_source=EnergySource(model.energy_source),
+        output_type=OutputType(model.output_type),
+        feature_group=FeatureGroup(model.feature_group) if model.feature_group else None,
+        model_name=model.model_name)
 
 
 def train_command(spec: api.TrainingPipelineSpec) -> list[str]:
     """The `kepler-model train` command line of a TrainingPipeline (docs/contracts.md)."""
-    args = ["kepler-model", "train",
-            *_prometheus_args(spec.prometheus, spec.window, spec.metric_prefix, spec.label_filters),
-            "-p", spec.pipeline_name, "-e", ",".join(spec.energy_sources),
-            "--extractor", spec.extractor, "--isolator", spec.isolator.type]
-    if spec.isolator.profile:  # a file on the pipeline's volume (the Job's working folder is empty)
-        args += ["--profile", _volume_path(spec.isolator.profile)]
-    if spec.isolator.idle_window is not None:
-        idle = spec.isolator.idle_window
-        args += ["--profile-start-time", argv_time(idle.start), "--profile-end-time", argv_time(idle.end),
-                 "--profile-step", str(idle.step_seconds)]
-    args += ["--abs-trainers", ",".join(spec.abs_trainers), "--dyn-trainers", ",".join(spec.dyn_trainers)]
-    if spec.feature_groups:
-        args += ["-fg", ",".join(spec.feature_groups)]
-    args += _feature_set_args(spec.feature_set)
-    if spec.accuracy_gate.max_mae is not None:
-        args += ["--max-mae", repr(spec.accuracy_gate.max_mae)]
-    gate = spec.accuracy_gate
-    for flag, bound in (("--max-mape", gate.max_mape), ("--max-idle-bias", gate.max_idle_bias)):
-        if bound is not None:
-            args += [flag, repr(bound)]
-    return args + ["--data-path", WORK_DIR, "--model-path", _volume_path(spec.storage.sub_path),
-                   "--termination-log", TERMINATION_LOG]
-
-
-def _feature_set_args(feature_set: api.FeatureSet | None) -> list[str]:
-    """`--features` (a preset, or the file on the pipeline's volume) and `--join-map` pairs."""
-    if feature_set is None:
-        return []
-    args = ["--features", feature_set.preset or _volume_path(feature_set.file)]
-    if feature_set.join_map:  # values carry no ',' or '=' (api.JoinValue): the list cannot be split wrongly
-        args += ["--join-map", ",".join(f"{k}={v}" for k, v in sorted(feature_set.join_map.items()))]
-    return args
+    return invocation.train_argv(train_invocation(spec))
 
 
 def estimate_command(spec: api.EnergyEstimationSpec, where: ModelLocation) -> list[str]:
     """The `kepler-model estimate` command line of an EnergyEstimation (docs/contracts.md)."""
-    source = spec.input
-    if source.file is not None:
-        args = ["-i", _volume_path(source.file)]
-    else:
-        assert source.prometheus is not None and source.window is not None  # EstimationInput's validator
-        args = _prometheus_args(source.prometheus, source.window, source.metric_prefix, source.label_filters)
-    model = spec.model
-    args += ["-p", where.pipeline_name, "-e", model.energy_source, "-ot", model.output_type]
-    if model.feature_group:
-        args += ["-fg", model.feature_group]
-    if model.model_name:
-        args += ["--model-name", model.model_name]
-    return ["kepler-model", "estimate", *args, "-o", _volume_path(where.results_dir),
-            "--model-path", _volume_path(where.pipeline_parent), "--data-path", WORK_DIR,
-            "--termination-log", TERMINATION_LOG]
+    return invocation.estimate_argv(estimate_invocation(spec, where))
 
 
 def resolve_model(spec: api.EnergyEstimationSpec, owner_name: str, pipeline: Mapping[str, Any] | None,

@@ -12,7 +12,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kepler_contract.vocabulary import EXTRACTORS, ISOLATORS, OUTPUT_TYPES, SPLITS, TUNINGS
+from kepler_contract import invocation as flag  # the option names the operator's argv uses
+from kepler_contract.vocabulary import (
+    EXTRACTORS,
+    ISOLATORS,
+    OUTPUT_TYPES,
+    SPLITS,
+    TUNINGS,
+    EnergySource,
+    Extractor,
+    IsolatorType,
+    OutputType,
+)
 
 from . import __version__
 from .errors import ConfigError, InputError, KeplerModelError, TooFewSamplesError
@@ -414,27 +425,27 @@ def cmd_estimator(args, progress: Progress) -> dict:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("files")
-    g.add_argument("--data-path", default=os.environ.get("DATAPATH", "data"),
+    g.add_argument(*flag.DATA_PATH.names, default=os.environ.get("DATAPATH", "data"),
                    help="working folder for inputs and outputs (default: $DATAPATH or ./data)")
-    g.add_argument("--model-path", default=os.environ.get("MODEL_PATH"),
+    g.add_argument(*flag.MODEL_PATH.names, default=os.environ.get("MODEL_PATH"),
                    help="where pipelines are published (default: $MODEL_PATH or <data-path>/models)")
-    g.add_argument("-i", "--input", default="", help="query output JSON (path, or a stem under --data-path); "
+    g.add_argument(*flag.INPUT.names, default="", help="query output JSON (path, or a stem under --data-path); "
                    "comma list for train")
-    g.add_argument("-o", "--output", default="output", help="output name under --data-path (default: output)")
-    g.add_argument("--termination-log", default=os.environ.get("KEPLER_MODEL_TERMINATION_LOG"),
+    g.add_argument(*flag.OUTPUT.names, default="output", help="output name under --data-path (default: output)")
+    g.add_argument(*flag.TERMINATION_LOG.names, default=os.environ.get("KEPLER_MODEL_TERMINATION_LOG"),
                    help="write a JSON summary of the run here (the operator passes /dev/termination-log)")
     g.add_argument("-v", "--verbose", action="store_true", help="progress lines even when not on a terminal")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     m = parser.add_argument_group("model")
-    m.add_argument("-p", "--pipeline-name", default=None, help=f"pipeline name (train default: {DEFAULT_PIPELINE})")
-    m.add_argument("-e", "--energy-source", default="rapl-sysfs",
+    m.add_argument(*flag.PIPELINE_NAME.names, default=None, help=f"pipeline name (train default: {DEFAULT_PIPELINE})")
+    m.add_argument(*flag.ENERGY_SOURCE.names, default=EnergySource.RAPL_SYSFS.value,
                    help="energy source(s): rapl-sysfs (alias rapl: package, core, uncore, dram), acpi (platform)")
-    m.add_argument("-ot", "--output-type", default="AbsPower", choices=OUTPUT_TYPES,
+    m.add_argument(*flag.OUTPUT_TYPE.names, default=OutputType.ABS.value, choices=OUTPUT_TYPES,
                    help="node power with idle (AbsPower) or dynamic power only (DynPower)")
-    m.add_argument("-fg", "--feature-group", default="",
+    m.add_argument(*flag.FEATURE_GROUP.names, default="",
                    help="feature group(s), comma list (default: all the data supports: "
                    f"{', '.join(DEFAULT_FEATURE_GROUPS)})")
-    m.add_argument("--model-name", default=None, help="a model by name, e.g. SGDRegressorTrainer_0 (estimate)")
+    m.add_argument(*flag.MODEL_NAME.names, default=None, help="a model by name, e.g. SGDRegressorTrainer_0 (estimate)")
     m.add_argument("--node-type", type=int, default=0, help="node type index of the training machine (default 0)")
     m.add_argument("--id", default=None, help="machine id recorded in node_type_index.json")
     m.add_argument("--machine-spec", default=None, help="JSON file with the machine's processor, cores, chips, "
@@ -443,33 +454,34 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def _training(parser: argparse.ArgumentParser) -> None:
     t = parser.add_argument_group("training")
-    t.add_argument("--extractor", default="default", choices=EXTRACTORS,
+    t.add_argument(*flag.EXTRACTOR.names, default=Extractor.DEFAULT.value, choices=EXTRACTORS,
                    help="default: per-interval rates; smooth: 30-sample rolling mean")
-    t.add_argument("--isolator", default="min", choices=ISOLATORS,
+    t.add_argument(*flag.ISOLATOR.names, default=IsolatorType.MIN.value, choices=ISOLATORS,
                    help="how idle power is removed for DynPower models (default: min)")
-    t.add_argument("--profile", default=None, help="query output of the idle machine (isolator 'profile')")
-    t.add_argument("--profile-start-time", type=_time, default=None,
+    t.add_argument(*flag.PROFILE.names, default=None, help="query output of the idle machine (isolator 'profile')")
+    t.add_argument(*flag.PROFILE_START_TIME.names, type=_time, default=None,
                    help="instead of --profile: query the idle machine from -s over this window (with "
                    "--profile-end-time; the same label filters)")
-    t.add_argument("--profile-end-time", type=_time, default=None, help="end of the idle window")
-    t.add_argument("--profile-step", type=_duration, default=None, help="step of the idle window (default: --step)")
-    t.add_argument("--abs-trainers", default="default", help="AbsPower trainers, comma list (e.g. "
+    t.add_argument(*flag.PROFILE_END_TIME.names, type=_time, default=None, help="end of the idle window")
+    t.add_argument(*flag.PROFILE_STEP.names, type=_duration, default=None,
+                   help="step of the idle window (default: --step)")
+    t.add_argument(*flag.ABS_TRAINERS.names, default="default", help="AbsPower trainers, comma list (e.g. "
                    "LinearRegression,GradientBoostingRegressor,XgboostFit); 'default': upstream's ten; 'all': "
                    "also HistGradientBoosting, MonotonicHistGradientBoosting, ExtraTrees (more accurate, bigger)")
-    t.add_argument("--dyn-trainers", default="default", help="DynPower trainers, as --abs-trainers")
+    t.add_argument(*flag.DYN_TRAINERS.names, default="default", help="DynPower trainers, as --abs-trainers")
     t.add_argument("--trainers", default="default", help="trainers for train_from_data, as --abs-trainers")
     t.add_argument("--seed", type=int, default=0, help="random seed of the split and the trainers")
-    t.add_argument("--features", default=None, metavar="PRESET_OR_FILE",
+    t.add_argument(*flag.FEATURES.names, default=None, metavar="PRESET_OR_FILE",
                    help="train on a PromQL feature set instead of Kepler 0.7's groups: a preset (kepler-vm, "
                    "node-exporter) or a YAML/JSON file (docs/vm-models.md)")
-    t.add_argument("--join-map", default=None, metavar="F=T,...",
+    t.add_argument(*flag.JOIN_MAP.names, default=None, metavar="F=T,...",
                    help="with --features: feature-side label value = target-side value, e.g. the guest's "
                    "instance=the host's vm_id")
     t.add_argument("--onnx", action=argparse.BooleanOptionalAction, default=True,
                    help="with --features: export every convertible model to ONNX, checked against the "
                    "native model (default: on)")
-    t.add_argument("--max-mape", type=float, default=None, help="accuracy gate: largest zone MAPE in %%")
-    t.add_argument("--max-idle-bias", type=float, default=None,
+    t.add_argument(*flag.MAX_MAPE.names, type=float, default=None, help="accuracy gate: largest zone MAPE in %%")
+    t.add_argument(*flag.MAX_IDLE_BIAS.names, type=float, default=None,
                    help="accuracy gate: largest |mean error| on idle rows, in watts (feature sets)")
     t.add_argument("--split", default=None, choices=SPLITS,
                    help="held-out 10%%: random rows (upstream default) or the last 10%% of time; or 'workload' "
@@ -479,7 +491,7 @@ def _training(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--tuning", default="blocked", choices=TUNINGS,
                    help="how trainers with candidate settings pick one, by cross-validation on the training "
                    "rows only: contiguous time folds (default), shuffled folds, or no tuning")
-    t.add_argument("--max-mae", type=float, default=None, help="accuracy gate in watts: only models under it "
+    t.add_argument(*flag.MAX_MAE.names, type=float, default=None, help="accuracy gate in watts: only models under it "
                    "count as published; the run fails if none passes")
     t.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="parallel fits")
     t.add_argument("--lock-timeout", type=_non_negative_seconds, default=3600.0,

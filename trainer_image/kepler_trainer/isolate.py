@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from .errors import ConfigError, InputError
+from kepler_contract.vocabulary import ISOLATORS
 
-ISOLATORS = ("none", "min", "profile", "trainer")
+from .errors import ConfigError, InputError
 
 
 def _power_columns(table: pd.DataFrame) -> list[str]:

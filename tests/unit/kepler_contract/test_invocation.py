@@ -3,18 +3,22 @@
 Specs are generated from the CRD schemas in crds/ (what the API server lets in): each leaf from its
 enum, pattern, bounds or format, each list within its size, and the objects whose CEL rules say
 "exactly one of" (a window, an estimation's input, a model selector) in each of their forms. The
-pydantic models then decide, as the handlers do, which specs are valid. Each argv from `jobs.py` is
-parsed with `kepler_trainer.cli.build_parser` (no subprocess) and read back through the trainer's own
-resolvers (`prom.settings_from_args`, `trainer_names`, the pipeline-name rule), then compared with
-the spec.
+pydantic models then decide, as the handlers do, which specs are valid. The operator maps each spec
+onto an invocation (`jobs.train_invocation`, `jobs.estimate_invocation`); the contract writes its argv
+(`kepler_contract.invocation`), which is parsed with `kepler_trainer.cli.build_parser` (no subprocess)
+and read back through the trainer's own resolvers (`prom.settings_from_args`, `trainer_names`, the
+pipeline-name rule): every field of the invocation must come back as it was.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import datetime
+import enum
 import os
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -24,13 +28,15 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 from pydantic import ValidationError
 
+from kepler_contract import invocation, vocabulary
 from kepler_operator import api, crdgen, jobs
 
 cli = pytest.importorskip("kepler_trainer.cli")
+featuresets = pytest.importorskip("kepler_trainer.featuresets")
 prom = pytest.importorskip("kepler_trainer.prom")
 trainers = pytest.importorskip("kepler_trainer.trainers")
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 NOT_IN_ARGV = {"job", "schedule", "suspend", "historyLimit"}
 """Spec fields that shape the Job or the planning, never the command line (test_operator_jobs covers them)."""
 ONE_OF = {
@@ -123,55 +129,105 @@ def _seconds(moment: datetime.datetime) -> float:
     return moment.timestamp()
 
 
-def assert_prometheus_meant(args: Any, source: api.PrometheusSource, window: api.Window, prefix: str,
-                            label_filters: Mapping[str, str]) -> None:
-    if window.start is not None and window.end is not None:
+def _names(values: tuple[enum.Enum, ...]) -> list[str]:
+    return [v.value for v in values]
+
+
+def assert_query_read(args: Any, query: invocation.PrometheusQuery) -> None:
+    """The trainer's Prometheus settings (`prom.settings_from_args`) are the query's."""
+    if query.start is not None and query.end is not None:
         # the trainer resolves windows to the millisecond: shorter ones it refuses with exit 9 (a known limit)
-        assume(round(_seconds(window.start), 3) < round(_seconds(window.end), 3))
+        assume(round(_seconds(query.start), 3) < round(_seconds(query.end), 3))
     resolved = prom.settings_from_args(args)
-    assert resolved.server == source.url.rstrip("/") and resolved.metric_prefix == prefix  # the same base URL
-    assert resolved.step == window.step_seconds
-    if window.interval_seconds is not None:
-        assert resolved.end - resolved.start == pytest.approx(window.interval_seconds, abs=0.002)
+    assert resolved.server == query.server.rstrip("/")  # the same base URL
+    assert (resolved.step, resolved.metric_prefix) == (query.step_seconds, query.metric_prefix)
+    if query.interval_seconds is not None:
+        assert resolved.end - resolved.start == pytest.approx(query.interval_seconds, abs=0.002)
     else:
-        assert window.start is not None and window.end is not None
-        assert (resolved.start, resolved.end) == (round(_seconds(window.start), 3), round(_seconds(window.end), 3))
-    assert {(m.name, m.op, m.value) for m in resolved.label_filters} == \
-        {(name, "=", value) for name, value in label_filters.items()}
-    token = source.bearer_token_secret
-    assert resolved.bearer_token_file == (Path(jobs.TOKEN_DIR, token.key) if token else None)
-    ca = source.tls.ca_secret if source.tls else None
-    assert resolved.ca_file == (Path(jobs.CA_DIR, ca.key) if ca else None)
-    assert resolved.insecure_skip_tls_verify == bool(source.tls and source.tls.insecure_skip_verify)
+        assert query.start is not None and query.end is not None
+        assert (resolved.start, resolved.end) == (round(_seconds(query.start), 3), round(_seconds(query.end), 3))
+    assert sorted((m.name, m.op, m.value) for m in resolved.label_filters) == \
+        [(name, "=", value) for name, value in query.label_equals]
+    assert resolved.bearer_token_file == (Path(query.bearer_token_file) if query.bearer_token_file else None)
+    assert resolved.ca_file == (Path(query.ca_file) if query.ca_file else None)
+    assert resolved.insecure_skip_tls_verify == query.insecure_skip_tls_verify
 
 
-def _volume(relative: str) -> str:
-    return posixpath.join(jobs.MODELS_MOUNT, relative) if relative else jobs.MODELS_MOUNT
+def _files(args: Any) -> invocation.Files:
+    return invocation.Files(model_path=args.model_path, data_path=args.data_path,
+                            termination_log=args.termination_log)
+
+
+def _groups_meant(groups: tuple[vocabulary.FeatureGroup, ...]) -> list[str]:
+    return _names(groups) or list(cli.DEFAULT_FEATURE_GROUPS)  # none named: every group the data supports
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+Reading = Callable[[Any], Any]
+"""From the trainer's parsed arguments to what it will use, read with its own resolvers."""
+Meaning = Callable[[Any], Any] | None
+"""From an invocation field's value to the same form; None: checked on its own (the Prometheus query)."""
+
+TRAIN_FIELDS: dict[str, tuple[Reading, Meaning]] = {
+    "query": (_same, None),  # assert_query_read
+    "pipeline_name": (lambda args: cli._pipeline_name(args), _same),
+    "files": (_files, _same),
+    "energy_sources": (lambda args: [s.name for s in cli._sources(args)], _names),
+    "extractor": (lambda args: args.extractor, lambda v: v.value),
+    "isolator": (lambda args: args.isolator, lambda v: v.value),
+    "profile": (lambda args: args.profile, _same),
+    "idle_window": (lambda args: (args.profile_start_time, args.profile_end_time, args.profile_step),
+                    lambda w: (None, None, None) if w is None else (_seconds(w.start), _seconds(w.end),
+                                                                    w.step_seconds)),
+    "abs_trainers": (lambda args: trainers.trainer_names(args.abs_trainers), _names),
+    "dyn_trainers": (lambda args: trainers.trainer_names(args.dyn_trainers), _names),
+    "feature_groups": (lambda args: cli._feature_groups(args), _groups_meant),
+    "features": (lambda args: args.features, _same),
+    "join_map": (lambda args: featuresets.parse_mapping(args.join_map or ""), dict),
+    "max_mae": (lambda args: args.max_mae, _same),
+    "max_mape": (lambda args: args.max_mape, _same),
+    "max_idle_bias": (lambda args: args.max_idle_bias, _same),
+}
+"""Every field of `TrainInvocation`, as the trainer reads it back (test_every_field_is_read_back)."""
+
+ESTIMATE_FIELDS: dict[str, tuple[Reading, Meaning]] = {
+    "source": (_same, None),  # a file (-i) or a query: checked in the test
+    "pipeline_name": (lambda args: cli._pipeline_name(args), _same),
+    "output": (lambda args: args.output, _same),
+    "files": (_files, _same),
+    "energy_source": (lambda args: [s.name for s in cli._sources(args)], lambda v: [v.value]),
+    "output_type": (lambda args: args.output_type, lambda v: v.value),
+    "feature_group": (lambda args: cli._feature_groups(args), lambda v: _groups_meant((v,) if v else ())),
+    "model_name": (lambda args: args.model_name, _same),
+}
+"""Every field of `EstimateInvocation`, as the trainer reads it back."""
+
+
+def assert_read_back(args: Any, run: Any, fields: Mapping[str, tuple[Reading, Meaning]]) -> None:
+    for name, (reading, meaning) in fields.items():
+        if meaning is not None:
+            assert reading(args) == meaning(getattr(run, name)), name
+
+
+@pytest.mark.parametrize("kind, fields", [(invocation.TrainInvocation, TRAIN_FIELDS),
+                                          (invocation.EstimateInvocation, ESTIMATE_FIELDS)])
+def test_every_field_is_read_back(kind, fields):
+    """A field added to an invocation fails here until the property tests read it back from the trainer."""
+    assert set(fields) == {f.name for f in dataclasses.fields(kind)}
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(document=from_schema(spec_schema("TrainingPipeline")))
 def test_every_training_command_means_its_spec(document):
     spec = _valid(api.TrainingPipelineSpec, document)
-    args = parse(jobs.train_command(spec))
+    run = jobs.train_invocation(spec)
+    args = parse(invocation.train_argv(run))
     assert args.command == "train" and args.func is cli.cmd_train
-    assert_prometheus_meant(args, spec.prometheus, spec.window, spec.metric_prefix, spec.label_filters)
-    assert cli._pipeline_name(args) == spec.pipeline_name
-    assert [s.name for s in cli._sources(args)] == list(spec.energy_sources)
-    assert (args.extractor, args.isolator) == (spec.extractor, spec.isolator.type)
-    assert args.profile == (_volume(spec.isolator.profile) if spec.isolator.profile else None)
-    idle = spec.isolator.idle_window
-    if idle is None:
-        assert (args.profile_start_time, args.profile_end_time, args.profile_step) == (None, None, None)
-    else:
-        assert (args.profile_start_time, args.profile_end_time) == (_seconds(idle.start), _seconds(idle.end))
-        assert args.profile_step == idle.step_seconds
-    assert trainers.trainer_names(args.abs_trainers) == list(spec.abs_trainers)
-    assert trainers.trainer_names(args.dyn_trainers) == list(spec.dyn_trainers)
-    assert cli._feature_groups(args) == list(spec.feature_groups or cli.DEFAULT_FEATURE_GROUPS)
-    assert args.max_mae == spec.accuracy_gate.max_mae
-    assert args.model_path == _volume(spec.storage.sub_path)
-    assert (args.data_path, args.termination_log) == (jobs.WORK_DIR, jobs.TERMINATION_LOG)
+    assert_query_read(args, run.query)
+    assert_read_back(args, run, TRAIN_FIELDS)
 
 
 PUBLISHED = st.builds(posixpath.join, st.just("") | _text({"pattern": api.SAFE_REL_PATH, "maxLength": 100}),
@@ -187,27 +243,36 @@ def test_every_estimation_command_means_its_spec(document, published):
     if spec.model.pipeline_path is not None:  # see test_a_pipeline_path_the_trainer_refuses_is_refused
         assume(cli.pipeline_name_problem(posixpath.basename(spec.model.pipeline_path)) is None)
     pipeline = {"spec": TP_DOCUMENT, "status": {"pipelinePath": published}}
-    where = jobs.resolve_model(spec, "est", pipeline, "pvc")
-    args = parse(jobs.estimate_command(spec, where))
+    run = jobs.estimate_invocation(spec, jobs.resolve_model(spec, "est", pipeline, "pvc"))
+    args = parse(invocation.estimate_argv(run))
     assert args.command == "estimate" and args.func is cli.cmd_estimate
-    source = spec.input
-    if source.file is not None:
-        assert args.input == _volume(source.file)
+    if isinstance(run.source, str):
+        assert args.input == run.source
     else:
-        assert source.prometheus is not None and source.window is not None
         assert args.input == ""
-        assert_prometheus_meant(args, source.prometheus, source.window, source.metric_prefix, source.label_filters)
-    model = spec.model
-    meant_path = model.pipeline_path or published
-    assert cli._pipeline_name(args) == posixpath.basename(meant_path)
-    assert args.model_path == _volume(posixpath.dirname(meant_path))
-    assert [s.name for s in cli._sources(args)] == [model.energy_source]
-    assert args.output_type == model.output_type
-    assert cli._feature_groups(args) == ([model.feature_group] if model.feature_group else
-                                         list(cli.DEFAULT_FEATURE_GROUPS))
-    assert args.model_name == model.model_name
-    assert args.output == _volume(where.results_dir)
-    assert (args.data_path, args.termination_log) == (jobs.WORK_DIR, jobs.TERMINATION_LOG)
+        assert_query_read(args, run.source)
+    assert_read_back(args, run, ESTIMATE_FIELDS)
+    # the model the trainer loads is in the folder the spec named, or the one its TrainingPipeline published
+    meant = spec.model.pipeline_path or published
+    assert posixpath.join(cli._model_path(args), cli._pipeline_name(args)) == posixpath.join(jobs.MODELS_MOUNT,
+                                                                                              meant)
+
+
+def test_the_jobs_run_what_the_contract_writes():
+    """The Job's container command is the contract's argv of the spec's invocation (no second writer)."""
+    spec = _valid(api.TrainingPipelineSpec, TP_DOCUMENT)
+    assert jobs.train_command(spec) == invocation.train_argv(jobs.train_invocation(spec))
+
+
+@pytest.mark.parametrize("command", ["train", "estimate"])
+def test_every_contract_flag_is_an_option_of_the_trainer(command):
+    """The flag table and the parser agree on every spelling (the Prometheus options included)."""
+    subcommands = next(a for a in cli.build_parser(command)._actions if isinstance(a, argparse._SubParsersAction))
+    declared = {s for action in subcommands.choices[command]._actions for s in action.option_strings}
+    flags = [v for v in vars(invocation).values() if isinstance(v, invocation.Flag)]
+    assert len(flags) > 30
+    for flag in flags:
+        assert set(flag.names) <= declared, flag
 
 
 @pytest.mark.parametrize("path", ["team/_hidden", "team/old.zip", "estimations", "team/estimations"])
