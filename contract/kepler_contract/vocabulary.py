@@ -10,6 +10,8 @@ from __future__ import annotations
 import enum
 import re
 
+from . import layout
+
 
 class FeatureGroup(str, enum.Enum):
     """A set of Kepler workload metrics used as model inputs (the trainer's groups)."""
@@ -105,7 +107,7 @@ TUNINGS = ("blocked", "random", "off")
 
 PIPELINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 """A pipeline name is also a folder name: no separators, no leading dot (hidden = being written)."""
-RESERVED_PIPELINE_NAMES = frozenset({"estimations"})
+RESERVED_PIPELINE_NAMES = frozenset({layout.ESTIMATIONS})
 """Folder names beside the pipelines that are not pipelines: `estimations/` holds EnergyEstimation results."""
 
 

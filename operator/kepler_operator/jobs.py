@@ -19,7 +19,7 @@ from typing import Any
 
 from croniter import croniter
 
-from kepler_contract import invocation
+from kepler_contract import invocation, layout
 from kepler_contract.exits import PERMANENT_EXIT_CODES
 from kepler_contract.vocabulary import EnergySource, Extractor, FeatureGroup, IsolatorType, OutputType, Trainer
 
@@ -249,7 +249,7 @@ def resolve_model(spec: api.EnergyEstimationSpec, owner_name: str, pipeline: Map
     if spec.model.pipeline_path is not None:
         parent, name = posixpath.split(spec.model.pipeline_path)
         return ModelLocation(pvc=spec.storage.pvc_name or default_pvc, pipeline_parent=parent, pipeline_name=name,
-                             results_dir=posixpath.join(spec.storage.sub_path, "estimations", owner_name))
+                             results_dir=posixpath.join(spec.storage.sub_path, layout.estimation_dir(owner_name)))
     ref = spec.model.pipeline_ref
     assert ref is not None  # ModelSelector's validator
     if pipeline is None:
@@ -263,7 +263,7 @@ def resolve_model(spec: api.EnergyEstimationSpec, owner_name: str, pipeline: Map
         raise InvalidSpecError(f"TrainingPipeline {ref.name!r} has an invalid spec: {exc}") from exc
     parent, name = posixpath.split(published)
     return ModelLocation(pvc=tp_spec.storage.pvc_name or default_pvc, pipeline_parent=parent, pipeline_name=name,
-                         results_dir=posixpath.join(tp_spec.storage.sub_path, "estimations", owner_name))
+                         results_dir=posixpath.join(tp_spec.storage.sub_path, layout.estimation_dir(owner_name)))
 
 
 # ----------------------------------------------------------------------------------- manifests

@@ -18,13 +18,15 @@ import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
+from kepler_contract import layout
+
 from . import api
 from .errors import OperatorError
 from .jobs import LABEL_OWNER_UID, MANAGED_BY
 
 MAX_CONFIGMAP_BYTES = 1024 * 1024
 """The API server's limit for a ConfigMap's data and binaryData together (base64 counts as raw bytes)."""
-MODEL_KEY, MANIFEST_KEY = "model.onnx", "onnx_manifest.json"
+MODEL_KEY, MANIFEST_KEY = layout.ONNX_MODEL, layout.ONNX_MANIFEST
 CONDITION = "OnnxConfigMapReady"
 FETCH_TIMEOUT_SECONDS = 10.0
 
@@ -68,7 +70,8 @@ def choose(pipeline_path: str | None, best_models: list[Mapping[str, Any]], serv
 def _preference(model: Mapping[str, Any]) -> tuple[bool, float]:
     """AbsPower first (a node without a meter needs its whole power), then the lowest MAE."""
     mae = model.get("mae")
-    return model.get("outputType") != "AbsPower", float(mae) if isinstance(mae, (int, float)) else float("inf")
+    absolute_first = model.get("outputType") != api.OutputType.ABS.value
+    return absolute_first, float(mae) if isinstance(mae, (int, float)) else float("inf")
 
 
 def _get(url: str, limit: int) -> bytes:

@@ -13,20 +13,22 @@ import posixpath
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from kepler_contract import exits
 from kepler_contract.exits import EXIT_CODES
 from kepler_contract.summary import ModelSummary, RunSummary, parse_summary
 
 from . import api
-from .errors import OperatorError
+from .errors import InvalidSpecError, JobRejectedError, OperatorError, PolicyDeniedError
 from .jobs import ANN_GENERATION, ANN_RERUN, ANN_SCHEDULE, ANN_TRIGGER, CONTAINER, LABEL_RUN, MODELS_MOUNT
 from .onnx_configmap import CONDITION as ONNX_CONDITION
 
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
 TP_STAGES = ("DataAvailable", "Trained", "Published")
 STAGE_OF_REASON = {
-    "InvalidInput": "DataAvailable", "NoKeplerMetrics": "DataAvailable", "NoPowerMetrics": "DataAvailable",
-    "TooFewSamples": "DataAvailable", "PrometheusUnreachable": "DataAvailable",
-    "PrometheusQueryFailed": "DataAvailable", "AccuracyGateFailed": "Published",
+    **{e.reason: "DataAvailable" for e in (exits.INVALID_INPUT, exits.NO_KEPLER_METRICS, exits.NO_POWER_METRICS,
+                                           exits.TOO_FEW_SAMPLES, exits.PROMETHEUS_UNREACHABLE,
+                                           exits.PROMETHEUS_QUERY_FAILED)},
+    exits.ACCURACY_GATE_FAILED.reason: "Published",
 }
 """Which TrainingPipeline stage a failure reason belongs to (others: Trained)."""
 SOURCE_ORDER = {s.value: i for i, s in enumerate(api.EnergySource)}
@@ -203,7 +205,7 @@ def _ee_conditions(outcome: Outcome | None, problem: OperatorError | None, resol
         result = volume_path(outcome.summary.result if outcome.summary else None) or ""
         return [_cond("Ready", TRUE, "Succeeded", f"result written to {result}"),
                 _cond("ModelResolved", TRUE, "ModelLoaded", (model.path or model.model_name) if model else "")]
-    if outcome.reason == "ModelNotFound":
+    if outcome.reason == exits.MODEL_NOT_FOUND.reason:
         return [_cond("Ready", FALSE, outcome.reason, outcome.message),
                 _cond("ModelResolved", FALSE, outcome.reason, outcome.message)]
     return [_cond("Ready", FALSE, outcome.reason, outcome.message),
@@ -226,7 +228,7 @@ def _last_run(job: Mapping[str, Any]) -> dict[str, Any]:
 def _phase(outcome: Outcome | None, problem: OperatorError | None) -> str:
     if outcome is not None:
         return outcome.state
-    if problem is not None and problem.reason in ("InvalidSpec", "JobRejected", "PolicyDenied"):
+    if isinstance(problem, (InvalidSpecError, JobRejectedError, PolicyDeniedError)):  # waiting cannot fix them
         return api.Phase.FAILED.value
     return api.Phase.PENDING.value
 

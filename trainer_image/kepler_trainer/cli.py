@@ -12,7 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kepler_contract import invocation as flag  # the option names the operator's argv uses
+from kepler_contract import (
+    invocation as flag,  # the option names the operator's argv uses
+    layout,
+)
 from kepler_contract.vocabulary import (
     EXTRACTORS,
     ISOLATORS,
@@ -280,8 +283,8 @@ def _add_onnx_models(summary: dict, results: list[Trained]) -> None:
 
 def _exportable(path: str, result: Trained) -> bool:
     table = result.table
-    return (Path(path) / table.source / table.output_type.value / table.group / result.metadata["model_name"]
-            / "model.onnx").is_file()
+    return (Path(path) / layout.model_relative_dir(table.source, table.output_type.value, table.group,
+                                                   result.metadata["model_name"]) / layout.ONNX_MODEL).is_file()
 
 
 def _print_best(results: list[Trained]) -> None:
@@ -391,7 +394,7 @@ def cmd_report(args, progress: Progress) -> dict:
         if not args.pipeline_name:
             raise ConfigError("report needs -p PIPELINE (a published pipeline) or --estimation FOLDER")
         folder, write = _model_path(args) / _pipeline_name(args), report.write_pipeline_report
-        if not (folder / "metadata.json").is_file():
+        if not (folder / layout.METADATA).is_file():
             raise ModelNotFoundError(f"no published pipeline {args.pipeline_name!r} under {_model_path(args)}")
     try:
         written = write(folder, out)

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from kepler_contract import layout
+
 from .errors import InputError, ModelNotFoundError
 from .extract import KEYS, Extracted
 from .features import PIPELINE_NAME, OutputType
@@ -42,10 +44,10 @@ class ModelChoice:
 def _pipelines(model_path: Path, pipeline: str | None) -> list[Path]:
     if pipeline:
         folder = model_path / _safe_name("pipeline name", pipeline)
-        if not (folder / "metadata.json").is_file():
+        if not (folder / layout.METADATA).is_file():
             raise ModelNotFoundError(f"no pipeline {pipeline!r} under {model_path}")
         return [folder]
-    found = sorted(p for p in model_path.iterdir() if not p.name.startswith(".") and (p / "metadata.json").is_file()) \
+    found = sorted(p for p in model_path.iterdir() if not p.name.startswith(".") and (p / layout.METADATA).is_file()) \
         if model_path.is_dir() else []
     if not found:
         raise ModelNotFoundError(f"no published pipeline under {model_path}")
@@ -57,7 +59,7 @@ def choose_model(model_path: Path, pipeline: str | None, source: str, output_typ
     """The named model, or the lowest-MAE model whose features the input has."""
     candidates: list[ModelChoice] = []
     for folder in _pipelines(model_path, pipeline):
-        csv = folder / f"{source}_{output_type.value}_model_metadata.csv"
+        csv = folder / layout.metadata_table(source, output_type.value)
         if not csv.is_file():
             continue
         rows = pd.read_csv(csv, index_col=0)
@@ -121,12 +123,11 @@ def estimate(extracted: Extracted, choice: ModelChoice) -> tuple[pd.DataFrame, d
 def _idle(choice: ModelChoice) -> dict[str, float]:
     if choice.output_type != OutputType.DYN.value:
         return {}
-    metadata = json.loads((choice.pipeline / "metadata.json").read_text())
+    metadata = json.loads((choice.pipeline / layout.METADATA).read_text())
     return metadata.get("idle_power", {}).get(f"{choice.source}/{choice.group}", {})
 
 
-RESULT_FILE = "estimation_result.csv"
-INFO_FILE = "estimation.json"
+RESULT_FILE, INFO_FILE = layout.ESTIMATION_RESULT, layout.ESTIMATION_INFO
 
 
 def write_outputs(output: Path, result: pd.DataFrame, choice: ModelChoice, info: dict | None = None) -> Path:
@@ -138,10 +139,10 @@ def write_outputs(output: Path, result: pd.DataFrame, choice: ModelChoice, info:
         tmp.write_text(json.dumps(info, indent=1))
         os.replace(tmp, output / INFO_FILE)
     csv = output / RESULT_FILE
-    tmp = output / f".estimation_result.csv.{os.getpid()}"
+    tmp = output / f".{RESULT_FILE}.{os.getpid()}"
     result.to_csv(tmp, index=False)
     os.replace(tmp, csv)
-    zip_tmp = output / f".model.zip.{os.getpid()}"
-    shutil.copyfile(choice.folder.with_suffix(".zip"), zip_tmp)
-    os.replace(zip_tmp, output / "model.zip")
+    zip_tmp = output / f".{layout.ESTIMATION_MODEL}.{os.getpid()}"
+    shutil.copyfile(choice.folder.parent / layout.model_archive(choice.folder.name), zip_tmp)
+    os.replace(zip_tmp, output / layout.ESTIMATION_MODEL)
     return csv

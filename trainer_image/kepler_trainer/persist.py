@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from kepler_contract import layout
+
 from .errors import InputError
 from .trainers import PowerModel, TrainerSpec
 
@@ -153,18 +155,18 @@ def save_model(folder: Path, model: PowerModel, metadata: dict, same_regressors:
         if model.offsets_[component]:
             entry["offset"] = model.offsets_[component]
         index[component] = {"model_file": model_file, "features": model.features_, "fe_files": [], **entry}
-    write_json(folder / f"{name}.json", index)
+    write_json(folder / layout.model_file(name), index)
     weights = weight_document(model)
     if weights is not None:
-        write_json(folder / "weight.json", weights)
+        write_json(folder / layout.WEIGHTS, weights)
     loadable, reason = kepler_weights(model)
-    write_json(folder / "metadata.json", {**metadata, "weight": weights is not None, "kepler_weights": loadable,
+    write_json(folder / layout.METADATA, {**metadata, "weight": weights is not None, "kepler_weights": loadable,
                                           "kepler_weights_reason": reason})
-    zip_folder(folder, folder.with_suffix(".zip"))
+    zip_folder(folder, folder.parent / layout.model_archive(name))
     if weights is not None:
         # Kepler 0.7.12's form (as its own bundled weight files): it reads the trainer from model_name,
         # which 0.7.11 cannot decode; weight.json in the folder is the plain component map for 0.7.11.
-        write_json(folder.with_suffix(".json"), {"model_name": name, **_machine_spec(metadata), **weights})
+        write_json(folder.parent / layout.model_file(name), {"model_name": name, **_machine_spec(metadata), **weights})
 
 
 def _machine_spec(metadata: dict) -> dict:
@@ -261,7 +263,7 @@ class LoadedModel:
     def __init__(self, folder: Path):
         self.folder = folder
         try:
-            self.metadata = json.loads((folder / "metadata.json").read_text())
+            self.metadata = json.loads((folder / layout.METADATA).read_text())
             index = json.loads((folder / self.metadata["model_file"]).read_text())
         except (OSError, ValueError, KeyError) as exc:
             raise InputError(f"{folder}: not a model folder ({exc})") from None

@@ -12,6 +12,7 @@ import ctypes
 import json
 import math
 import os
+import posixpath
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed, parallel_config
+
+from kepler_contract import layout
 
 from . import evaluate, machine, publish_lock, report, workers
 from .errors import AccuracyGateError, TooFewSamplesError
@@ -151,7 +154,8 @@ def _runs(data: pd.DataFrame):
 
 def _model_folder(folder: Path, result: Trained) -> Path:
     table = result.table
-    return folder / table.source / table.output_type.value / table.group / result.metadata["model_name"]
+    return folder / layout.model_relative_dir(table.source, table.output_type.value, table.group,
+                                             result.metadata["model_name"])
 
 
 def _fit(model: PowerModel, X: pd.DataFrame, Y: pd.DataFrame, data: pd.DataFrame, settings: TrainSettings):
@@ -251,7 +255,7 @@ def train(tables: list[Table], settings: TrainSettings, folder: Path | None = No
 # -- publishing -----------------------------------------------------------------------------------
 
 def model_name(trained: Trained, node_type: int) -> str:
-    return f"{trained.trainer}_{node_type}"
+    return layout.model_name(trained.trainer, node_type)
 
 
 def model_metadata(trained: Trained, model: PowerModel, settings: TrainSettings, folds: int = 1) -> dict:
@@ -260,7 +264,7 @@ def model_metadata(trained: Trained, model: PowerModel, settings: TrainSettings,
     return {
         "model_name": model_name(trained, settings.node_type),
         "model_class": spec.model_class,
-        "model_file": f"{model_name(trained, settings.node_type)}.json",
+        "model_file": layout.model_file(model_name(trained, settings.node_type)),
         "features": table.features,
         "fe_files": [],
         "output_type": table.output_type.value,
@@ -297,11 +301,11 @@ def _export_onnx(folder: Path, model: PowerModel, trained: Trained, data: pd.Dat
     rows = np.unique(np.concatenate([np.asarray(r) for _, r in held_out]))
     onnx_bytes, check = export(model, data.iloc[rows][trained.table.features])
     if onnx_bytes is not None:
-        (folder / "model.onnx").write_bytes(onnx_bytes)
+        (folder / layout.ONNX_MODEL).write_bytes(onnx_bytes)
     meta = trained.metadata
     by_name = {i["name"]: i for i in settings.inputs or []}
-    write_json(folder / "onnx_manifest.json", {
-        "format": "onnx", "file": "model.onnx" if onnx_bytes is not None else None, "check": check,
+    write_json(folder / layout.ONNX_MANIFEST, {
+        "format": "onnx", "file": layout.ONNX_MODEL if onnx_bytes is not None else None, "check": check,
         "input": {"name": "features", "shape": ["rows", len(trained.table.features)],
                   "type": check.get("input_type")},
         "inputs": [by_name.get(f, {"name": f}) for f in trained.table.features],
@@ -365,7 +369,8 @@ def publish(model_path: Path, name: str, build: Callable[[Path, Path | None], No
     with publish_lock.staging(model_path, name, lock_timeout) as stage:
         build(stage.folder, final if final.is_dir() else None)
         # The archive lives inside the folder: the one swap publishes folder and archive together.
-        zip_folder(stage.folder, stage.folder / f"{name}.zip", exclude=frozenset({f"{name}.zip"}))
+        archive = posixpath.basename(layout.pipeline_archive_member(name))
+        zip_folder(stage.folder, stage.folder / archive, exclude=frozenset({archive}))
         swap_into_place(stage.folder, final)
         link_archive(model_path, name, stage.archive)
     return final
@@ -375,7 +380,7 @@ def link_archive(model_path: Path, name: str, tmp: Path) -> None:
     """`<name>.zip` as a symlink to `<name>/<name>.zip`, the archive inside the folder: the folder and
     its archive are swapped by one rename, so they are always the same version, even after a kill.
     `tmp` is this run's staging name for the link (removed by the next run if this one dies)."""
-    link, target = model_path / f"{name}.zip", f"{name}/{name}.zip"
+    link, target = model_path / layout.pipeline_archive(name), layout.pipeline_archive_member(name)
     try:
         if os.readlink(link) == target:
             return
@@ -418,13 +423,13 @@ def write_pipeline(folder: Path, previous: Path | None, results: list[Trained], 
     _write_metadata_csvs(folder)
     report.keep_held_out(folder, (((r.table.source, r.table.output_type.value, r.table.group), r.metadata, r.held_out)
                                   for r in results if r.ok))
-    _write_preprocessed(folder / "preprocessed_data", tables)
+    _write_preprocessed(folder / layout.PREPROCESSED_DIR, tables)
     if settings.profiles:
-        (folder / "profile").mkdir()
+        (folder / layout.PROFILE_DIR).mkdir()
         for source, profile in settings.profiles.items():
-            write_json(folder / "profile" / f"{source}.json", {c: {str(settings.node_type): v}
+            write_json(folder / layout.profile_file(source), {c: {str(settings.node_type): v}
                                                                  for c, v in profile.items()})
-    write_json(folder / "metadata.json", {
+    write_json(folder / layout.METADATA, {
         "name": settings.pipeline_name,
         "version": "v0.7",
         "extractor": settings.extractor,
@@ -432,8 +437,7 @@ def write_pipeline(folder: Path, previous: Path | None, results: list[Trained], 
         "abs_trainers": settings.abs_trainers,
         "dyn_trainers": settings.dyn_trainers,
         "metric_type": "bm_metrics",
-        "energy_sources": sorted({p.name for p in (folder.iterdir()) if p.is_dir()} - {"preprocessed_data", "profile",
-                                                                                       report.FOLDER}),
+        "energy_sources": sorted({p.name for p in (folder.iterdir()) if p.is_dir()} - layout.NOT_SOURCE_DIRS),
         "feature_groups": sorted({t.group for t in tables}),
         "init_time": init_time,
         "last_update_time": now,
@@ -446,8 +450,8 @@ def write_pipeline(folder: Path, previous: Path | None, results: list[Trained], 
              "feature_group": r.table.group, "trainer": r.trainer, "reason": r.reason}
             for r in results if not r.ok],
     })
-    write_json(folder / "train_arguments.json", settings.arguments)
-    write_json(folder / "node_type_index.json", _node_type_index(previous, settings))
+    write_json(folder / layout.TRAIN_ARGUMENTS, settings.arguments)
+    write_json(folder / layout.NODE_TYPE_INDEX, _node_type_index(previous, settings))
 
 
 def _node_type_index(previous: Path | None, settings: TrainSettings) -> dict:
@@ -455,7 +459,7 @@ def _node_type_index(previous: Path | None, settings: TrainSettings) -> dict:
     (machine.py), its id added to the members when the spec is unchanged."""
     member = settings.arguments.get("id") or "unknown"
     try:
-        index = json.loads((previous / "node_type_index.json").read_text()) if previous else {}
+        index = json.loads((previous / layout.NODE_TYPE_INDEX).read_text()) if previous else {}
     except (OSError, ValueError):
         index = {}
     spec = machine.normalise_spec(settings.machine_spec or {})
@@ -470,17 +474,17 @@ def _node_type_index(previous: Path | None, settings: TrainSettings) -> dict:
 def _write_metadata_csvs(folder: Path) -> None:
     """Rebuild every `<source>_<OutputType>_model_metadata.csv` from the model folders present."""
     rows: dict[tuple[str, str], list[dict]] = {}
-    for meta_file in sorted(folder.glob("*/*/*/*/metadata.json")):
+    for meta_file in sorted(folder.glob(layout.MODEL_METADATA_GLOB)):
         source, ot = meta_file.relative_to(folder).parts[:2]
         rows.setdefault((source, ot), []).append(json.loads(meta_file.read_text()))
     for (source, ot), entries in rows.items():
         components = [k.removesuffix("_mae") for k in entries[0] if k.endswith("_mae")]
-        metadata_csv(entries, components).to_csv(folder / f"{source}_{ot}_model_metadata.csv")
+        metadata_csv(entries, components).to_csv(folder / layout.metadata_table(source, ot))
 
 
 def _previous_init_time(previous: Path) -> str | None:
     try:
-        return json.loads((previous / "metadata.json").read_text()).get("init_time")
+        return json.loads((previous / layout.METADATA).read_text()).get("init_time")
     except (OSError, ValueError):
         return None
 
@@ -513,7 +517,7 @@ def best_models(results: list[Trained], node_type: int, max_mae: float | None = 
                 chosen[key] = r
     return [{"energy_source": s, "output_type": ot, "feature_group": r.table.group,
              "model_name": model_name(r, node_type), "trainer": r.trainer, "mae": round(r.metrics["mae"], 4),
-             "path": f"{s}/{ot}/{r.table.group}/{model_name(r, node_type)}",
+             "path": layout.model_relative_dir(s, ot, r.table.group, model_name(r, node_type)),
              "kepler_weights": best_weights.get((s, ot)) is r,
              "kepler_weights_model": _weights_path(best_weights.get((s, ot)), node_type)}
             for (s, ot), r in sorted(best.items())]
@@ -522,7 +526,7 @@ def best_models(results: list[Trained], node_type: int, max_mae: float | None = 
 def _weights_path(result: Trained | None, node_type: int) -> str | None:
     if result is None:
         return None
-    return f"{result.table.group}/{model_name(result, node_type)}"
+    return posixpath.join(result.table.group, model_name(result, node_type))
 
 
 def run(extracted: Extracted, settings: TrainSettings, model_path: Path,

@@ -26,10 +26,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from kepler_contract import layout
+
 from .errors import InputError, PipelineLockedError
 
-LOCK_PREFIX = ".lock-"
-STAGING_PREFIX = ".tmp-"
+LOCK_PREFIX, STAGING_PREFIX = layout.LOCK_PREFIX, layout.STAGING_PREFIX
 RUN_ID = re.compile(r"r[0-9a-f]{24}")
 DEFAULT_TIMEOUT = 3600.0
 """Seconds to wait for another run of the same pipeline (the operator's default Job deadline)."""
@@ -56,7 +57,7 @@ def staging_entries(model_path: Path, name: str) -> list[Path]:
     found = []
     for entry in model_path.iterdir() if model_path.is_dir() else ():
         rest = entry.name[len(prefix):] if entry.name.startswith(prefix) else ""
-        if RUN_ID.fullmatch(rest.removesuffix(".zip")):
+        if RUN_ID.fullmatch(rest.removesuffix(layout.ARCHIVE_SUFFIX)):
             found.append(entry)
     return found
 
@@ -101,7 +102,7 @@ def _acquire(fd: int, name: str, timeout: float) -> None:
 @contextlib.contextmanager
 def locked(model_path: Path, name: str, timeout: float = DEFAULT_TIMEOUT) -> Iterator[None]:
     """Hold pipeline `name`'s exclusive lock (waiting up to `timeout` seconds for it)."""
-    fd = _open_lock_file(model_path / f"{LOCK_PREFIX}{name}")
+    fd = _open_lock_file(model_path / layout.lock_file(name))
     try:
         _acquire(fd, name, timeout)
         yield
@@ -117,7 +118,7 @@ def staging(model_path: Path, name: str, timeout: float = DEFAULT_TIMEOUT) -> It
         remove_stale(model_path, name)
         run_id = new_run_id()
         stage = Staging(run_id, model_path / f"{STAGING_PREFIX}{name}-{run_id}",
-                        model_path / f"{STAGING_PREFIX}{name}-{run_id}.zip")
+                        model_path / f"{STAGING_PREFIX}{name}-{run_id}{layout.ARCHIVE_SUFFIX}")
         stage.folder.mkdir()
         stage.folder.chmod(0o755)  # the model server reads it as another user
         try:

@@ -15,10 +15,11 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
+from kepler_contract import layout
+
 from ._heldout import FOLDER, file_name as _held_out_file, sample as held_out_sample, write as _write_held_out
 
-REPORT_FILE = "report.html"
-ESTIMATION_RESULT = "estimation_result.csv"  # estimate.RESULT_FILE, named here without importing pandas
+REPORT_FILE, ESTIMATION_RESULT = layout.REPORT, layout.ESTIMATION_RESULT
 
 __all__ = ["FOLDER", "REPORT_FILE", "held_out_sample", "keep_held_out", "carry_over_held_out", "write_pipeline_report",
            "write_estimation_report"]

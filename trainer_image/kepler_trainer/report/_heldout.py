@@ -15,9 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from kepler_contract import layout
+
 MAX_ROWS = 400
 """Held-out rows kept per model for the plots: evenly spaced in time; errors use every row."""
-FOLDER = "report"
+FOLDER = layout.HELD_OUT_DIR
 """Inside a pipeline folder: one `<source>_<OutputType>_<group>.json` per model group."""
 MAX_FILE_BYTES = 4 * 1024 * 1024
 

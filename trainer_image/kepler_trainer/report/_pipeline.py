@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 
+from kepler_contract import layout
+
 from . import _charts, _heldout, _html, _svg
 
 MAX_JSON_BYTES = 16 * 1024 * 1024
@@ -46,7 +48,7 @@ def read_json(path: Path) -> dict:
 def groups(folder: Path) -> list[Group]:
     """Every model group with at least one model, in folder order (source, output type, group)."""
     found: dict[tuple[str, str, str], list[dict]] = {}
-    for meta_file in sorted(folder.glob("*/*/*/*/metadata.json")):
+    for meta_file in sorted(folder.glob(layout.MODEL_METADATA_GLOB)):
         source, ot, group, _model = meta_file.relative_to(folder).parts[:4]
         if ot not in ("AbsPower", "DynPower"):
             continue
@@ -63,7 +65,7 @@ def _mae_order(metadata: dict) -> float:
 
 def build(folder: Path) -> str:
     """The report page of the pipeline published in `folder`."""
-    pipeline = read_json(folder / "metadata.json")
+    pipeline = read_json(folder / layout.METADATA)
     name = pipeline.get("name") or folder.name
     found = groups(folder)
     body = [f"<header><h1>Power models of pipeline {escape(name)}</h1>",
@@ -78,8 +80,8 @@ def build(folder: Path) -> str:
 # -- where the models came from ---------------------------------------------------------------------
 
 def _provenance(folder: Path, pipeline: dict) -> str:
-    arguments = read_json(folder / "train_arguments.json")
-    index = read_json(folder / "node_type_index.json")
+    arguments = read_json(folder / layout.TRAIN_ARGUMENTS)
+    index = read_json(folder / layout.NODE_TYPE_INDEX)
     machines = "".join(
         f"<h3>node type {escape(node_type)}</h3>"
         + _html.key_values([*sorted((entry.get("attrs") or {}).items()),
