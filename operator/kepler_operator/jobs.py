@@ -25,6 +25,7 @@ from kepler_contract.vocabulary import EnergySource, Extractor, FeatureGroup, Is
 
 from . import api
 from .errors import InvalidSpecError, PipelineNotFoundError, PipelineNotReadyError
+from .observed import ObservedJob
 
 MANAGED_BY = "kepler-model-operator"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -375,12 +376,9 @@ def estimation_job(owner: Owner, spec: api.EnergyEstimationSpec, where: ModelLoc
 
 def job_view(job: Mapping[str, Any]) -> JobView:
     """The planner's view of a Job read from the API."""
-    meta = job.get("metadata") or {}
-    labels = meta.get("labels") or {}
-    annotations = meta.get("annotations") or {}
-    conditions = (job.get("status") or {}).get("conditions") or []
-    finished = any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conditions)
-    return JobView(name=meta.get("name", ""), key=labels.get(LABEL_RUN, ""),
+    observed = ObservedJob.from_body(job)
+    annotations = observed.annotations
+    return JobView(name=observed.name, key=observed.labels.get(LABEL_RUN, ""),
                    generation=int(annotations.get(ANN_GENERATION) or 0), trigger=annotations.get(ANN_TRIGGER, ""),
-                   created=meta.get("creationTimestamp") or "", finished=finished,
+                   created=observed.created or "", finished=observed.finished,
                    rerun=annotations.get(ANN_RERUN), schedule_time=annotations.get(ANN_SCHEDULE))

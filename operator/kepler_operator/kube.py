@@ -1,17 +1,19 @@
 """The operator's Kubernetes client: the few blocking calls it makes, and what their failures mean.
 
-API errors are translated here, once, into what the reconcile step understands: `OperatorError`s
-(shown in status), `kopf.TemporaryError` (retried later) or "gone is fine".
+API errors are translated here, once: `_calling` turns every `ApiException` into the `KubeApiError`
+subclass that `API_ERRORS` names for its HTTP status, and each call says what that means for it:
+an `OperatorError` (shown in status), `kopf.TemporaryError` (retried later) or "gone is fine".
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import logging
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import kopf
@@ -19,11 +21,40 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from . import api, jobs
-from .errors import JobRejectedError, PolicyDeniedError
+from .errors import (
+    ApiUnavailableError,
+    ConflictError,
+    ForbiddenError,
+    JobRejectedError,
+    KubeApiError,
+    NotFoundError,
+    PolicyDeniedError,
+    RefusedError,
+)
 from .onnx_configmap import OnnxConfigMapError, owned_by
 
 PLURAL = {api.TrainingPipeline.kind: api.TrainingPipeline.plural,
           api.EnergyEstimation.kind: api.EnergyEstimation.plural}
+API_ERRORS: dict[int, type[KubeApiError]] = {
+    400: RefusedError, 403: ForbiddenError, 404: NotFoundError, 409: ConflictError, 422: RefusedError,
+}
+"""The HTTP status of a Kubernetes API answer -> what it means; any other status: `ApiUnavailableError`."""
+REFUSED_FOR_GOOD = (RefusedError, ForbiddenError)
+"""Refusals a retry cannot fix (admission, quota, RBAC): said in status rather than retried."""
+
+
+@contextlib.contextmanager
+def _calling(what: str) -> Iterator[None]:
+    """Run one API call; its `ApiException` leaves as the `KubeApiError` of its status."""
+    try:
+        yield
+    except ApiException as exc:
+        error = API_ERRORS.get(exc.status, ApiUnavailableError)
+        raise error(what, exc.status, str(exc.reason), _api_message(exc)) from exc
+
+
+def _temporary(exc: KubeApiError) -> kopf.TemporaryError:
+    return kopf.TemporaryError(str(exc), delay=10)
 
 
 def _now_text() -> str:
@@ -51,21 +82,22 @@ class Kube:
         """Create the Job, or return the existing one of the same (deterministic) name."""
         meta = manifest["metadata"]
         try:
-            response = self.batch.create_namespaced_job(meta["namespace"], manifest, _preload_content=False)
-        except ApiException as exc:
-            if exc.status == 409:
+            with _calling(f"creating Job {meta['name']}"):
+                response = self.batch.create_namespaced_job(meta["namespace"], manifest, _preload_content=False)
+        except ConflictError:
+            with _calling(f"reading Job {meta['name']}"):
                 response = self.batch.read_namespaced_job(meta["name"], meta["namespace"], _preload_content=False)
-            elif exc.status in (400, 403, 422):  # refused for good (admission, quota, RBAC): say so in status
-                raise JobRejectedError(f"Job {meta['name']} was rejected: {_api_message(exc)}") from exc
-            else:
-                raise kopf.TemporaryError(f"creating Job {meta['name']}: {exc.status} {exc.reason}", delay=10) \
-                    from exc
+        except REFUSED_FOR_GOOD as exc:
+            raise JobRejectedError(f"Job {meta['name']} was rejected: {exc.message}") from exc
+        except KubeApiError as exc:
+            raise _temporary(exc) from exc
         job: dict[str, Any] = json.loads(response.data)
         return job
 
     def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         """The pods matching a label selector (filtered by the API server)."""
-        response = self.core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False)
+        with _calling(f"listing pods {selector}"):
+            response = self.core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False)
         return list(json.loads(response.data).get("items") or [])
 
     def secret_labels(self, namespace: str, name: str) -> dict[str, str] | None:
@@ -73,14 +105,15 @@ class Kube:
         operator never needs, and so never receives, a Secret's data where the server can avoid it."""
         accept = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1, application/json"
         try:
-            response = self.core.read_namespaced_secret(name, namespace, _headers={"Accept": accept},
-                                                        _preload_content=False)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            if exc.status == 403:
-                raise PolicyDeniedError(f"the operator may not read Secret {name!r}: {_api_message(exc)}") from exc
-            raise kopf.TemporaryError(f"reading Secret {name}: {exc.status} {exc.reason}", delay=10) from exc
+            with _calling(f"reading Secret {name}"):
+                response = self.core.read_namespaced_secret(name, namespace, _headers={"Accept": accept},
+                                                            _preload_content=False)
+        except NotFoundError:
+            return None
+        except ForbiddenError as exc:
+            raise PolicyDeniedError(f"the operator may not read Secret {name!r}: {exc.message}") from exc
+        except KubeApiError as exc:
+            raise _temporary(exc) from exc
         body = json.loads(response.data)
         return dict((body.get("metadata") or {}).get("labels") or {})
 
@@ -89,40 +122,37 @@ class Kube:
         meta = manifest["metadata"]
         name, namespace = meta["name"], meta["namespace"]
         try:
-            response = self.core.read_namespaced_config_map(name, namespace, _preload_content=False)
-            existing = json.loads(response.data)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise _configmap_error(name, exc) from exc
+            with _calling(f"reading ConfigMap {name}"):
+                existing = json.loads(self.core.read_namespaced_config_map(name, namespace,
+                                                                           _preload_content=False).data)
+        except NotFoundError:
             existing = None
+        except KubeApiError as exc:
+            raise _configmap_error(name, exc) from exc
+        if existing is not None and not owned_by(existing, owner_uid):
+            raise OnnxConfigMapError("ConfigMapNotOwned", f"ConfigMap {name!r} exists and is not this "
+                                                          "TrainingPipeline's: choose another name")
         try:
-            if existing is None:
-                self.core.create_namespaced_config_map(namespace, manifest, _preload_content=False)
-            elif owned_by(existing, owner_uid):
-                body = {**manifest, "metadata": {**meta, "resourceVersion": existing["metadata"]["resourceVersion"]}}
-                self.core.replace_namespaced_config_map(name, namespace, body, _preload_content=False)
-            else:
-                raise OnnxConfigMapError("ConfigMapNotOwned", f"ConfigMap {name!r} exists and is not this "
-                                                              "TrainingPipeline's: choose another name")
-        except ApiException as exc:
+            with _calling(f"writing ConfigMap {name}"):
+                if existing is None:
+                    self.core.create_namespaced_config_map(namespace, manifest, _preload_content=False)
+                else:
+                    version = existing["metadata"]["resourceVersion"]
+                    body = {**manifest, "metadata": {**meta, "resourceVersion": version}}
+                    self.core.replace_namespaced_config_map(name, namespace, body, _preload_content=False)
+        except KubeApiError as exc:
             raise _configmap_error(name, exc) from exc
 
     def delete_job(self, namespace: str, name: str) -> None:
         """Delete a Job and its pods; a Job already gone is fine."""
-        try:
+        with contextlib.suppress(NotFoundError), _calling(f"deleting Job {name}"):
             self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
 
     def patch_status(self, kind: str, namespace: str, name: str, new_status: dict[str, Any]) -> None:
         """Merge-patch the status subresource; the resource being gone is fine."""
-        try:
+        with contextlib.suppress(NotFoundError), _calling(f"writing the status of {kind} {name}"):
             self.custom.patch_namespaced_custom_object_status(
                 api.GROUP, api.VERSION, namespace, PLURAL[kind], name, {"status": new_status})
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
 
     def post_event(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         """Record a Kubernetes Event on a resource; losing one is not worth failing a reconcile."""
@@ -140,10 +170,10 @@ class Kube:
             logging.getLogger(__name__).warning("could not post event %s: %s", reason, exc)
 
 
-def _configmap_error(name: str, exc: ApiException) -> Exception:
+def _configmap_error(name: str, exc: KubeApiError) -> Exception:
     """A refusal for good becomes the condition; anything else is retried (a conflict on the next pass)."""
-    if exc.status in (400, 403, 422):
-        return OnnxConfigMapError("ConfigMapRejected", f"ConfigMap {name} was rejected: {_api_message(exc)}")
+    if isinstance(exc, REFUSED_FOR_GOOD):
+        return OnnxConfigMapError("ConfigMapRejected", f"ConfigMap {name} was rejected: {exc.message}")
     return OnnxConfigMapError("ConfigMapWriteFailed", f"writing ConfigMap {name}: {exc.status} {exc.reason}")
 
 

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from . import api, jobs, onnx_configmap, policy, status
 from .errors import InvalidSpecError, OperatorError, PipelineBusyError, PolicyDeniedError
 from .kube import Kube
+from .observed import ObservedJob, Terminated, newest_terminated
 
 TERMINAL = (api.Phase.SUCCEEDED.value, api.Phase.FAILED.value)
 
@@ -105,7 +106,8 @@ async def reconcile(kind: str, body: Mapping[str, Any], memo: kopf.Memo, jobs_by
         except OperatorError as exc:
             problem = exc
         # a refused spec shows as refused, not as the result of a run the policy allowed earlier
-        latest = None if isinstance(problem, PolicyDeniedError) else _newest(known.values())
+        newest = None if isinstance(problem, PolicyDeniedError) else _newest(known.values())
+        latest = ObservedJob.from_body(newest) if newest is not None else None
         terminated = await _result_of(state, latest, old)
         generation, now = int(meta.get("generation") or 1), jobs.format_time(_now())
         if kind == api.TrainingPipeline.kind:
@@ -143,18 +145,16 @@ async def _onnx_configmap(state: State, body: Mapping[str, Any], plan: Plan | No
     return status.with_onnx_configmap(new, old, wanted=True, written=written, now=now, generation=generation)
 
 
-async def _result_of(state: State, job: Mapping[str, Any] | None, old: Mapping[str, Any]) -> Mapping[str, Any] | None:
+async def _result_of(state: State, job: ObservedJob | None, old: Mapping[str, Any]) -> Terminated | None:
     """The terminated trainer container of a finished Job's newest pod, unless status has it already."""
-    if job is None or not jobs.job_view(job).finished:
+    if job is None or not job.finished:
         return None
-    name = job["metadata"]["name"]
-    if (old.get("lastRun") or {}).get("jobName") == name and old.get("phase") in TERMINAL:
+    if (old.get("lastRun") or {}).get("jobName") == job.name and old.get("phase") in TERMINAL:
         return None
-    labels = job["metadata"].get("labels") or {}
-    selector = (f"{jobs.LABEL_OWNER_UID}={labels.get(jobs.LABEL_OWNER_UID)},"
-                f"{jobs.LABEL_RUN}={labels.get(jobs.LABEL_RUN)}")
-    pods = await asyncio.to_thread(state.kube.list_pods, job["metadata"]["namespace"], selector)
-    return status.newest_terminated(pods, name)
+    selector = (f"{jobs.LABEL_OWNER_UID}={job.labels.get(jobs.LABEL_OWNER_UID)},"
+                f"{jobs.LABEL_RUN}={job.labels.get(jobs.LABEL_RUN)}")
+    pods = await asyncio.to_thread(state.kube.list_pods, job.namespace, selector)
+    return newest_terminated(pods, job.name, jobs.CONTAINER)
 
 
 async def _run_and_prune(state: State, kind: str, body: Mapping[str, Any], plan: Plan, old: Mapping[str, Any],

@@ -15,11 +15,12 @@ from typing import Any
 
 from kepler_contract import exits
 from kepler_contract.exits import EXIT_CODES
-from kepler_contract.summary import ModelSummary, RunSummary, parse_summary
+from kepler_contract.summary import ModelSummary, RunSummary, parse_summary as parse_summary
 
 from . import api
 from .errors import InvalidSpecError, JobRejectedError, OperatorError, PolicyDeniedError
-from .jobs import ANN_GENERATION, ANN_RERUN, ANN_SCHEDULE, ANN_TRIGGER, CONTAINER, LABEL_RUN, MODELS_MOUNT
+from .jobs import ANN_GENERATION, ANN_RERUN, ANN_SCHEDULE, ANN_TRIGGER, LABEL_RUN, MODELS_MOUNT
+from .observed import FAILED, JobCondition, ObservedJob, Terminated
 from .onnx_configmap import CONDITION as ONNX_CONDITION
 
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
@@ -57,25 +58,18 @@ class Transition:
     message: str
 
 
-def _job_condition(job: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
-    conditions: list[Mapping[str, Any]] = (job.get("status") or {}).get("conditions") or []
-    return next((c for c in conditions if c.get("type") == kind and c.get("status") == "True"), None)
-
-
-def _failure(job: Mapping[str, Any], terminated: Mapping[str, Any] | None,
-             summary: RunSummary | None) -> Outcome:
+def _failure(job: ObservedJob, terminated: Terminated | None, summary: RunSummary | None) -> Outcome:
     if summary is not None and not summary.ok and summary.error is not None and summary.error.reason:
         return Outcome(api.Phase.FAILED.value, summary.error.reason, summary.error.message, summary)
-    failed = _job_condition(job, "Failed") or {}
-    code = (terminated or {}).get("exitCode")
-    if code in EXIT_CODES and code != 0:
-        message = (terminated or {}).get("message") or failed.get("message") or f"the trainer exited with {code}"
-        return Outcome(api.Phase.FAILED.value, EXIT_CODES[code], str(message)[:MAX_MESSAGE])
-    if (terminated or {}).get("reason") not in (None, "Error", "Completed"):  # e.g. OOMKilled
-        reason = str(terminated["reason"])  # type: ignore[index]
-        return Outcome(api.Phase.FAILED.value, reason, f"the trainer container was {reason} (exit code {code})")
-    reason = failed.get("reason") or "JobFailed"
-    return Outcome(api.Phase.FAILED.value, str(reason), str(failed.get("message") or "the Job failed"))
+    failed = job.failed_condition or JobCondition(FAILED, TRUE)
+    code = terminated.exit_code if terminated else None
+    if code is not None and code in EXIT_CODES and code != 0:
+        message = (terminated.message if terminated else "") or failed.message or f"the trainer exited with {code}"
+        return Outcome(api.Phase.FAILED.value, EXIT_CODES[code], message[:MAX_MESSAGE])
+    if terminated is not None and terminated.reason not in (None, "Error", "Completed"):  # e.g. OOMKilled
+        return Outcome(api.Phase.FAILED.value, str(terminated.reason),
+                       f"the trainer container was {terminated.reason} (exit code {code})")
+    return Outcome(api.Phase.FAILED.value, failed.reason or "JobFailed", failed.message or "the Job failed")
 
 
 def _seconds_between(earlier: str | None, later: str | None) -> float:
@@ -87,28 +81,26 @@ def _seconds_between(earlier: str | None, later: str | None) -> float:
     return (end - start).total_seconds()
 
 
-def job_outcome(job: Mapping[str, Any] | None, terminated: Mapping[str, Any] | None,
-                now: str | None = None) -> Outcome | None:
+def job_outcome(job: ObservedJob | None, terminated: Terminated | None, now: str | None = None) -> Outcome | None:
     """The state of a run from its Job's conditions and the terminated state of its newest pod."""
     if job is None:
         return None
-    summary = parse_summary((terminated or {}).get("message"))
-    if _job_condition(job, "Failed") is not None:
+    summary = terminated.summary if terminated else None
+    if job.failed_condition is not None:
         return _failure(job, terminated, summary)
-    complete = _job_condition(job, "Complete")
+    complete = job.complete
     if complete is not None:
-        if terminated is None and _seconds_between(complete.get("lastTransitionTime"), now) < RESULT_GRACE_SECONDS:
+        if terminated is None and _seconds_between(complete.last_transition_time, now) < RESULT_GRACE_SECONDS:
             # the Job's watch event can overtake its pod's: wait a little for the termination message
             return Outcome(api.Phase.RUNNING.value, "AwaitingResult",
-                           f"Job {job['metadata']['name']} completed; waiting for its pod's termination message")
+                           f"Job {job.name} completed; waiting for its pod's termination message")
         if summary is None or not summary.ok:
             return Outcome(api.Phase.FAILED.value, "InvalidSummary",
                            "the Job completed but its pod left no valid termination summary")
         return Outcome(api.Phase.SUCCEEDED.value, "Succeeded", "", summary)
-    job_status = job.get("status") or {}
-    if job_status.get("active") or job_status.get("startTime"):
-        return Outcome(api.Phase.RUNNING.value, "RunInProgress", f"Job {job['metadata']['name']} is running")
-    return Outcome(api.Phase.PENDING.value, "JobPending", f"Job {job['metadata']['name']} is waiting to start")
+    if job.active or job.start_time:
+        return Outcome(api.Phase.RUNNING.value, "RunInProgress", f"Job {job.name} is running")
+    return Outcome(api.Phase.PENDING.value, "JobPending", f"Job {job.name} is waiting to start")
 
 
 def volume_path(path: str | None) -> str | None:
@@ -212,16 +204,13 @@ def _ee_conditions(outcome: Outcome | None, problem: OperatorError | None, resol
             _cond("ModelResolved", TRUE, "PipelineFound", resolved or "")]
 
 
-def _last_run(job: Mapping[str, Any]) -> dict[str, Any]:
-    meta = job.get("metadata") or {}
-    annotations = meta.get("annotations") or {}
-    job_status = job.get("status") or {}
-    finished = _job_condition(job, "Complete") or _job_condition(job, "Failed") or {}
-    run = {"jobName": meta.get("name"), "key": (meta.get("labels") or {}).get(LABEL_RUN),
-           "generation": int(annotations.get(ANN_GENERATION) or 0) or None,
-           "trigger": annotations.get(ANN_TRIGGER) or "Unknown",
-           "startTime": job_status.get("startTime") or meta.get("creationTimestamp"),
-           "completionTime": job_status.get("completionTime") or finished.get("lastTransitionTime")}
+def _last_run(job: ObservedJob) -> dict[str, Any]:
+    finished = job.complete or job.failed_condition
+    run = {"jobName": job.name, "key": job.labels.get(LABEL_RUN),
+           "generation": int(job.annotations.get(ANN_GENERATION) or 0) or None,
+           "trigger": job.annotations.get(ANN_TRIGGER) or "Unknown",
+           "startTime": job.start_time or job.created,
+           "completionTime": job.completion_time or (finished.last_transition_time if finished else None)}
     return {k: v for k, v in run.items() if v is not None}
 
 
@@ -233,7 +222,7 @@ def _phase(outcome: Outcome | None, problem: OperatorError | None) -> str:
     return api.Phase.PENDING.value
 
 
-def _common(old: Mapping[str, Any], job: Mapping[str, Any] | None, outcome: Outcome | None,
+def _common(old: Mapping[str, Any], job: ObservedJob | None, outcome: Outcome | None,
             problem: OperatorError | None, conditions: list[dict[str, str]], generation: int,
             now: str) -> dict[str, Any]:
     status = dict(old)
@@ -241,7 +230,7 @@ def _common(old: Mapping[str, Any], job: Mapping[str, Any] | None, outcome: Outc
                   conditions=merge_conditions(old.get("conditions") or [], conditions, now, generation))
     if job is not None:
         status["lastRun"] = _last_run(job)
-        annotations = (job.get("metadata") or {}).get("annotations") or {}
+        annotations = job.annotations
         if annotations.get(ANN_RERUN):
             status["handledRerun"] = annotations[ANN_RERUN]
         if annotations.get(ANN_SCHEDULE) and annotations[ANN_SCHEDULE] > (status.get("lastScheduleTime") or ""):
@@ -249,7 +238,7 @@ def _common(old: Mapping[str, Any], job: Mapping[str, Any] | None, outcome: Outc
     return status
 
 
-def _already_recorded(old: Mapping[str, Any], job: Mapping[str, Any] | None, terminated: Mapping[str, Any] | None,
+def _already_recorded(old: Mapping[str, Any], job: ObservedJob | None, terminated: Terminated | None,
                       problem: OperatorError | None) -> bool:
     """True when the observed run's result is in status already and its evidence has since gone.
 
@@ -261,12 +250,11 @@ def _already_recorded(old: Mapping[str, Any], job: Mapping[str, Any] | None, ter
     recorded = (old.get("lastRun") or {}).get("jobName")
     if job is None:
         return recorded is not None
-    finished = _job_condition(job, "Complete") or _job_condition(job, "Failed")
-    return bool(finished) and terminated is None and recorded == job["metadata"]["name"]
+    return job.finished and terminated is None and recorded == job.name
 
 
-def training_status(old: Mapping[str, Any], *, generation: int, job: Mapping[str, Any] | None,
-                    terminated: Mapping[str, Any] | None, problem: OperatorError | None = None,
+def training_status(old: Mapping[str, Any], *, generation: int, job: ObservedJob | None,
+                    terminated: Terminated | None, problem: OperatorError | None = None,
                     suspended: bool = False, now: str) -> dict[str, Any]:
     """The TrainingPipeline status for what is observed now (results of older successes are kept)."""
     if _already_recorded(old, job, terminated, problem):
@@ -281,8 +269,8 @@ def training_status(old: Mapping[str, Any], *, generation: int, job: Mapping[str
     return api.TrainingPipelineStatus.model_validate(status).dump()
 
 
-def estimation_status(old: Mapping[str, Any], *, generation: int, job: Mapping[str, Any] | None,
-                      terminated: Mapping[str, Any] | None, problem: OperatorError | None = None,
+def estimation_status(old: Mapping[str, Any], *, generation: int, job: ObservedJob | None,
+                      terminated: Terminated | None, problem: OperatorError | None = None,
                       resolved: str | None = None, now: str) -> dict[str, Any]:
     """The EnergyEstimation status for what is observed now."""
     if _already_recorded(old, job, terminated, problem):
@@ -341,17 +329,3 @@ def transitions(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Transiti
     kind = "Warning" if new.get("phase") == api.Phase.FAILED.value else "Normal"
     message = f"{old.get('phase') or 'None'} -> {new.get('phase')}: {ready.get('message') or ready.get('reason', '')}"
     return [Transition(kind, str(ready.get("reason") or new.get("phase")), message[:1024])]
-
-
-def newest_terminated(pods: Sequence[Mapping[str, Any]], job_name: str) -> Mapping[str, Any] | None:
-    """The terminated state of the trainer container in the newest finished pod of a Job."""
-    candidates = []
-    for pod in pods:
-        labels = (pod.get("metadata") or {}).get("labels") or {}
-        if labels.get("job-name", labels.get("batch.kubernetes.io/job-name", job_name)) != job_name:
-            continue  # selected by the run's labels, but another Job's pod
-        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-            terminated = (cs.get("state") or {}).get("terminated")
-            if cs.get("name") == CONTAINER and terminated:
-                candidates.append((terminated.get("finishedAt") or "", pod["metadata"].get("name", ""), terminated))
-    return max(candidates, key=lambda c: (c[0], c[1]))[2] if candidates else None

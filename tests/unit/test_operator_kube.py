@@ -15,18 +15,19 @@ import kopf
 import pytest
 import yaml
 
-from kepler_operator.errors import JobRejectedError
-from kepler_operator.kube import Kube
+from kepler_operator.errors import ApiUnavailableError, JobRejectedError, KubeApiError, PolicyDeniedError
+from kepler_operator.kube import API_ERRORS, Kube
 
 JOB = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "demo-train-g1", "namespace": "ns"},
        "spec": {"template": {"spec": {"containers": [{"name": "trainer", "image": "x"}]}}}}
 
 
 class FakeAPI(ThreadingHTTPServer):
-    """Answers every POST with `status` and a Status body; GET returns the existing Job."""
+    """Answers every POST, DELETE and PATCH with `status` and a Status body; GET returns the existing Job,
+    or answers with `get_status` when one is given."""
 
-    def __init__(self, status: int, message: str = "") -> None:
-        self.answer, self.message, self.requests = status, message, []
+    def __init__(self, status: int, message: str = "", get_status: int = 200) -> None:
+        self.answer, self.message, self.get_answer, self.requests = status, message, get_status, []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -44,12 +45,28 @@ class FakeAPI(ThreadingHTTPServer):
                 if server.answer == 201:
                     self._reply(201, {**body, "metadata": {**body["metadata"], "uid": "new"}})
                 else:
-                    self._reply(server.answer, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                                                "message": server.message, "code": server.answer})
+                    self._failure(server.answer)
+
+            def _failure(self, code: int) -> None:
+                self._reply(code, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                   "message": server.message, "code": code})
 
             def do_GET(self) -> None:  # noqa: N802
                 server.requests.append(("GET", self.path, None))
-                self._reply(200, {**JOB, "metadata": {**JOB["metadata"], "uid": "existing"}})
+                if server.get_answer != 200:
+                    self._failure(server.get_answer)
+                else:
+                    self._reply(200, {**JOB, "metadata": {**JOB["metadata"], "uid": "existing"}})
+
+            def do_DELETE(self) -> None:  # noqa: N802
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                server.requests.append(("DELETE", self.path, None))
+                self._failure(server.answer) if server.answer >= 400 else self._reply(200, {})
+
+            def do_PATCH(self) -> None:  # noqa: N802
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                server.requests.append(("PATCH", self.path, None))
+                self._failure(server.answer) if server.answer >= 400 else self._reply(200, {})
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -71,8 +88,7 @@ class FakeAPI(ThreadingHTTPServer):
 
 @pytest.fixture
 def api_server(request):
-    status, message = request.param
-    server = FakeAPI(status, message)
+    server = FakeAPI(*request.param)
     yield server
     server.shutdown()
     server.server_close()
@@ -116,3 +132,40 @@ def test_a_lost_event_never_fails_a_reconcile(api_server, tmp_path, monkeypatch)
     method, path, body = api_server.requests[0]
     assert path == "/api/v1/namespaces/ns/events" and body["involvedObject"]["uid"] == "u"
     assert body["metadata"]["name"].startswith("demo.") and body["reason"] == "RunStarted"
+
+
+@pytest.mark.parametrize("api_server", [(500, "", 404)], indirect=True)
+def test_a_missing_secret_has_no_labels(api_server, tmp_path, monkeypatch):
+    assert api_server.kube(tmp_path, monkeypatch).secret_labels("ns", "token") is None
+
+
+@pytest.mark.parametrize("api_server", [(500, 'secrets "token" is forbidden', 403)], indirect=True)
+def test_a_secret_the_operator_may_not_read_is_a_policy_refusal(api_server, tmp_path, monkeypatch):
+    with pytest.raises(PolicyDeniedError, match="is forbidden"):
+        api_server.kube(tmp_path, monkeypatch).secret_labels("ns", "token")
+
+
+@pytest.mark.parametrize("api_server", [(500, "", 503)], indirect=True)
+def test_a_secret_read_that_fails_for_now_is_retried(api_server, tmp_path, monkeypatch):
+    with pytest.raises(kopf.TemporaryError, match="reading Secret token: 503"):
+        api_server.kube(tmp_path, monkeypatch).secret_labels("ns", "token")
+
+
+@pytest.mark.parametrize("api_server", [(code, "why", code) for code in (400, 403, 409, 422, 429, 500)], indirect=True)
+def test_every_call_translates_a_status_with_the_one_table(api_server, tmp_path, monkeypatch):
+    kube = api_server.kube(tmp_path, monkeypatch)
+    expected = API_ERRORS.get(api_server.answer, ApiUnavailableError)
+    for call in (lambda: kube.delete_job("ns", "j"), lambda: kube.patch_status("TrainingPipeline", "ns", "t", {}),
+                 lambda: kube.list_pods("ns", "a=b")):
+        with pytest.raises(KubeApiError) as caught:
+            call()
+        assert type(caught.value) is expected and caught.value.status == api_server.answer
+        assert caught.value.message == "why"
+
+
+@pytest.mark.parametrize("api_server", [(404, "gone", 404)], indirect=True)
+def test_deleting_or_patching_what_is_gone_is_fine(api_server, tmp_path, monkeypatch):
+    kube = api_server.kube(tmp_path, monkeypatch)
+    kube.delete_job("ns", "j")
+    kube.patch_status("TrainingPipeline", "ns", "t", {"phase": "Pending"})
+    assert [r[0] for r in api_server.requests] == ["DELETE", "PATCH"]

@@ -10,6 +10,7 @@ from hypothesis import given, strategies as st
 from kepler_contract.exits import EXIT_CODES
 from kepler_operator import jobs, status
 from kepler_operator.errors import InvalidSpecError, PipelineNotReadyError
+from kepler_operator.observed import ObservedJob, Terminated
 
 T0, T1, T2 = "2026-11-23T12:00:00Z", "2026-11-23T12:05:00Z", "2026-11-23T12:10:00Z"
 BEST = [
@@ -37,11 +38,11 @@ def job(state="running", name="demo-train-g1", generation=1, reason="", message=
         body["status"]["startTime"] = T0
     if state == "running":
         body["status"]["active"] = 1
-    return body
+    return ObservedJob.from_body(body)
 
 
 def term(code=0, message="", reason=None):
-    return {"exitCode": code, "message": message, "reason": reason or ("Completed" if code == 0 else "Error")}
+    return Terminated(exit_code=code, message=message, reason=reason or ("Completed" if code == 0 else "Error"))
 
 
 def failure(reason, code, message="boom"):
@@ -246,21 +247,6 @@ def test_transitions_emit_one_event_per_phase_change():
     assert (event.type, event.reason) == ("Warning", "DeadlineExceeded") and "Running -> Failed" in event.message
     ok = tp_status(job=job("complete"), terminated=term(0, json.dumps(OK)))
     assert status.transitions({}, ok)[0].type == "Normal"
-
-
-def pod(name, job_name, finished_at, code=0, message="", container="trainer"):
-    return {"metadata": {"name": name, "labels": {"job-name": job_name}}, "status": {"containerStatuses": [
-        {"name": container, "state": {"terminated": {"exitCode": code, "message": message,
-                                                     "finishedAt": finished_at}}}]}}
-
-
-def test_the_newest_pod_of_the_job_gives_the_result():
-    pods = [pod("a", "j1", T0, 8), pod("b", "j1", T1, 0, "last"), pod("c", "j2", T2, 1),
-            pod("d", "j1", T2, 3, container="sidecar"),
-            {"metadata": {"name": "e", "labels": {"job-name": "j1"}}, "status": {"containerStatuses": [
-                {"name": "trainer", "state": {"running": {}}}]}}]
-    assert status.newest_terminated(pods, "j1")["message"] == "last"
-    assert status.newest_terminated(pods, "j3") is None
 
 
 conditions_strategy = st.lists(st.fixed_dictionaries({
