@@ -20,6 +20,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from pydantic.alias_generators import to_camel
 
 from kepler_contract.vocabulary import (  # the vocabulary the trainer accepts (re-exported: the API's names)
+    PIPELINE_NAME,
     RESERVED_PIPELINE_NAMES as RESERVED_PIPELINE_NAMES,
     EnergySource as EnergySource,
     Extractor as Extractor,
@@ -491,7 +492,7 @@ class ModelSelector(_Model):
         description="A pipeline folder relative to the volume root (spec.storage); its last folder is a "
                     "pipeline name.",
         max_length=512, pattern=SAFE_REL_PATH, json_schema_extra={CEL: [
-            cel("self.matches('(^|/)[A-Za-z0-9][A-Za-z0-9._-]{0,127}$')",
+            cel(f"self.matches('(^|/){PIPELINE_NAME.pattern}$')",
                 "the last folder of a pipeline path is a pipeline name: letters, digits, '.', '_', '-' "
                 "(not first), at most 128"),
             cel("!self.lowerAscii().endsWith('.zip')", "a pipeline path may not end in .zip (that is an archive)"),
