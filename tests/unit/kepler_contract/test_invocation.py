@@ -7,7 +7,9 @@ pydantic models then decide, as the handlers do, which specs are valid. The oper
 onto an invocation (`jobs.train_invocation`, `jobs.estimate_invocation`); the contract writes its argv
 (`kepler_contract.invocation`), which is parsed with `kepler_trainer.cli.build_parser` (no subprocess)
 and read back through the trainer's own resolvers (`prom.settings_from_args`, `trainer_names`, the
-pipeline-name rule): every field of the invocation must come back as it was.
+pipeline-name rule): every field of the invocation must come back as it was. That the invocation is
+what the spec meant is checked by name: a setting the spec and the invocation both name (`abs_trainers`,
+`max_mae`, `step_seconds`, ...) has the same value on both sides.
 """
 
 from __future__ import annotations
@@ -43,8 +45,12 @@ ONE_OF = {
     "window": [{"intervalSeconds"}, {"start", "end"}],
     "input": [{"prometheus", "window"}, {"file"}],
     "model": [{"pipelineRef"}, {"pipelinePath"}],
+    "featureSet": [{"preset"}, {"file"}],
+    "isolator": [set(), {"profile"}, {"idleWindow"}],
+    "": [set(), {"featureGroups"}, {"featureSet", "onnxConfigMap"}],
 }
-"""By field name: the forms the CEL rules `has(self.a) != has(self.b)` allow (one group of fields is set)."""
+"""By field name ("" for the spec): the forms the CEL rules of the kind `has(self.a) != has(self.b)` allow
+(one group of fields is set, the other groups' fields are not)."""
 ENVIRONMENT = ("PROM_SERVER", "PROM_QUERY_INTERVAL", "PROM_QUERY_STEP", "PROM_THIRDPARTY_METRICS", "PROM_CA_FILE",
                "PROM_BEARER_TOKEN_FILE", "KEPLER_MODEL_TERMINATION_LOG", "MODEL_PATH", "DATAPATH")
 """The trainer's environment defaults: the Job sets none of them (only HOME)."""
@@ -206,6 +212,29 @@ ESTIMATE_FIELDS: dict[str, tuple[Reading, Meaning]] = {
 """Every field of `EstimateInvocation`, as the trainer reads it back."""
 
 
+def _plain(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+SHAPED_OTHERWISE = {"isolator"}
+"""A spec object whose invocation counterpart is one of its fields (`isolator.type`): compared on its own."""
+
+
+def assert_same_named_settings(pairs: list[tuple[Any, Any]]) -> None:
+    """What the spec meant: each (spec part, invocation part) pair agrees on every setting they both name
+    (`abs_trainers`, `max_mae`, `step_seconds`, ...); unset is unset on both sides."""
+    for spec_part, run_part in pairs:
+        shared = set(type(spec_part).model_fields) & {f.name for f in dataclasses.fields(run_part)} - SHAPED_OTHERWISE
+        assert shared, (spec_part, run_part)
+        for name in shared:
+            meant, got = _plain(getattr(spec_part, name)), _plain(getattr(run_part, name))
+            assert meant == got or (not meant and not got), name
+
+
 def assert_read_back(args: Any, run: Any, fields: Mapping[str, tuple[Reading, Meaning]]) -> None:
     for name, (reading, meaning) in fields.items():
         if meaning is not None:
@@ -224,6 +253,10 @@ def test_every_field_is_read_back(kind, fields):
 def test_every_training_command_means_its_spec(document):
     spec = _valid(api.TrainingPipelineSpec, document)
     run = jobs.train_invocation(spec)
+    parts = [(spec, run), (spec, run.query), (spec.window, run.query), (spec.accuracy_gate, run)]
+    assert_same_named_settings(parts + ([(spec.isolator.idle_window, run.idle_window)]
+                                        if spec.isolator.idle_window else []))
+    assert run.isolator.value == spec.isolator.type
     args = parse(invocation.train_argv(run))
     assert args.command == "train" and args.func is cli.cmd_train
     assert_query_read(args, run.query)
@@ -244,6 +277,8 @@ def test_every_estimation_command_means_its_spec(document, published):
         assume(cli.pipeline_name_problem(posixpath.basename(spec.model.pipeline_path)) is None)
     pipeline = {"spec": TP_DOCUMENT, "status": {"pipelinePath": published}}
     run = jobs.estimate_invocation(spec, jobs.resolve_model(spec, "est", pipeline, "pvc"))
+    assert_same_named_settings([(spec.model, run)] + ([(spec.input, run.source), (spec.input.window, run.source)]
+                                                      if spec.input.window else []))
     args = parse(invocation.estimate_argv(run))
     assert args.command == "estimate" and args.func is cli.cmd_estimate
     if isinstance(run.source, str):
