@@ -3,7 +3,7 @@
 * `exits`: the exit-code table (code, reason, retryable);
 * `vocabulary`: feature groups, trainers, isolators, extractors, energy sources, output types, splits,
   tunings, feature-set presets, and the rules of a pipeline name;
-* `summary`: the JSON run summary the trainer writes to its termination log and the operator reads.
+* `summary`: the JSON run summary the trainer writes to its termination log and the operator reads;
 * `layout`: the names of the files and folders of a published pipeline and of an estimation;
 * `invocation`: a `train` or `estimate` run as typed settings, and the one writer of its command line
   (whose flag names the trainer's parser declares too).
