@@ -4,7 +4,7 @@ The operator maps a resource's spec onto a `TrainInvocation` or an `EstimateInvo
 mapping, `kepler_operator.jobs`); `train_argv`/`estimate_argv` turn that into the argv of the Job's
 container. The flag names live in `Flag` constants below and nowhere else: the trainer's argparse
 parser declares its options with `Flag.names`, so a renamed flag renames both sides. The property test
-(tests/unit/kepler_contract/test_invocation.py) parses every argv the operator can build from a
+(tests/unit/kepler_operator/test_jobs_argv.py) parses every argv the operator can build from a
 CRD-valid spec with the trainer's real parser and checks that it reads back each field of the invocation.
 
 Values are written in the trainer's own syntax: times as RFC 3339 UTC (with a fraction only when there

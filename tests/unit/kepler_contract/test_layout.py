@@ -16,10 +16,11 @@ import pytest
 
 from kepler_contract import layout, vocabulary
 from kepler_contract.summary import parse_summary
+from tests.support import checkout
 
 cli = pytest.importorskip("kepler_trainer.cli")
 
-REAL = Path(__file__).resolve().parents[2] / "data" / "kepler-metrics" / "prom_response_2023.json"
+REAL = checkout.DATA / "kepler-metrics" / "prom_response_2023.json"
 SOURCE, GROUP, TRAINER = "rapl-sysfs", "CounterOnly", "LinearRegressionTrainer"
 
 
