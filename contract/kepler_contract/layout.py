@@ -24,6 +24,12 @@ Everything is relative to the model path (`--model-path`, the volume root plus `
     estimations/<name>/                           estimation_dir(name): an EnergyEstimation's result
         estimation_result.csv, estimation.json, model.zip, report.html
 
+Who reads what: the model server lists pipelines by `METADATA` (skipping names that start with `.`,
+i.e. `LOCK_PREFIX`/`STAGING_PREFIX` entries), walks `MODEL_METADATA_GLOB`, and serves `model_archive`,
+`pipeline_archive`, `WEIGHTS`/`model_file` and `ONNX_MODEL`/`ONNX_MANIFEST`; the operator names an
+estimation's folder with `estimation_dir` and the ONNX ConfigMap's keys with `ONNX_MODEL`/`ONNX_MANIFEST`;
+Kepler downloads `pipeline_archive` and `model_archive`.
+
 All functions return POSIX relative paths (str): join them to a `pathlib.Path` or with `posixpath.join`.
 Names never carry a separator of their own, so a pipeline, source, group or model name that passes
 `vocabulary.pipeline_name_problem` (or comes from the vocabulary) cannot climb out of its folder.
