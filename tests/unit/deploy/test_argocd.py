@@ -65,10 +65,20 @@ FAILURE = {"ok": False, "command": "train",
            "error": {"reason": "NoPowerMetrics", "exit_code": 5, "message": "no node power metric for rapl-sysfs"}}
 
 
-def training_status(**kwargs: Any) -> dict[str, Any]:
+def observed(job: dict[str, Any] | None, terminated: dict[str, Any] | None) -> dict[str, Any]:
+    """The Job and the trainer's terminated state as the operator reads them (kepler_operator.observed)."""
+    from kepler_operator.observed import ObservedJob, Terminated
+
+    return {"job": ObservedJob.from_body(job) if job is not None else None,
+            "terminated": Terminated.from_json(terminated) if terminated is not None else None}
+
+
+def training_status(job: dict[str, Any] | None = None, terminated: dict[str, Any] | None = None,
+                    **kwargs: Any) -> dict[str, Any]:
     from kepler_operator import status
 
-    return status.training_status({}, generation=kwargs.pop("generation", 1), now=NOW, **kwargs)
+    return status.training_status({}, generation=kwargs.pop("generation", 1), now=NOW, **observed(job, terminated),
+                                  **kwargs)
 
 
 def test_succeeded_pipeline_is_healthy() -> None:
@@ -124,8 +134,8 @@ def test_succeeded_estimation_is_healthy() -> None:
     summary = {"ok": True, "command": "estimate", "result": "/models/p/results/estimation_result.csv",
                "model": SUCCESS["best"][0], "samples": 100,
                "components": {"package": {"energy_joules": 10.0, "mean_power_watts": 2.0, "mae": None}}}
-    status = st.estimation_status({}, generation=3, job=job("Complete"),
-                                  terminated={"exitCode": 0, "message": json.dumps(summary)}, now=NOW)
+    status = st.estimation_status({}, generation=3, now=NOW,
+                                  **observed(job("Complete"), {"exitCode": 0, "message": json.dumps(summary)}))
     obj = pipeline(status, generation=3)
     obj["kind"] = "EnergyEstimation"
     assert health(obj)["status"] == "Healthy"
