@@ -10,16 +10,15 @@ this test imports): five contiguous blocks, each left out in turn, each starting
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from kepler_trainer import evaluate
+from tests.support.checkout import DATA as TEST_DATA, ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT / "tests" / "data" / "nx12"
+DATA = TEST_DATA / "nx12"
 GOAL = 0.8
 TRAINER = "GradientBoostingRegressorTrainer"
 
