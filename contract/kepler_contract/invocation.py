@@ -75,6 +75,7 @@ ABS_TRAINERS = Flag("--abs-trainers")
 DYN_TRAINERS = Flag("--dyn-trainers")
 FEATURES = Flag("--features")
 JOIN_MAP = Flag("--join-map")
+HISTORY = Flag("--history")
 MAX_MAE = Flag("--max-mae")
 MAX_MAPE = Flag("--max-mape")
 MAX_IDLE_BIAS = Flag("--max-idle-bias")
@@ -142,6 +143,8 @@ class TrainInvocation:
     features: str | None = None
     """A feature-set preset name or file; replaces the feature groups."""
     join_map: tuple[tuple[str, str], ...] = ()
+    history_seconds: tuple[int, ...] = ()
+    """With `features`: windows (seconds) of the history inputs."""
     max_mae: float | None = None
     max_mape: float | None = None
     max_idle_bias: float | None = None
@@ -222,6 +225,7 @@ def _train_args(run: TrainInvocation) -> Iterator[str]:
     yield from (*_optional(ABS_TRAINERS, _names(run.abs_trainers)), *_optional(DYN_TRAINERS, _names(run.dyn_trainers)),
                 *_optional(FEATURE_GROUP, _names(run.feature_groups)), *_optional(FEATURES, run.features),
                 *_optional(JOIN_MAP, ",".join(f"{k}={v}" for k, v in run.join_map)),
+                *_optional(HISTORY, ",".join(str(w) for w in run.history_seconds)),
                 *_optional(MAX_MAE, run.max_mae), *_optional(MAX_MAPE, run.max_mape),
                 *_optional(MAX_IDLE_BIAS, run.max_idle_bias))
     yield from _files_args(run.files)

@@ -210,6 +210,7 @@ def train_invocation(spec: api.TrainingPipelineSpec) -> invocation.TrainInvocati
         features=(feature_set.preset or _volume_path(feature_set.file)) if feature_set else None,
         # join values carry no ',' or '=' (api.JoinValue): the list cannot be split wrongly
         join_map=tuple(sorted(feature_set.join_map.items())) if feature_set else (),
+        history_seconds=tuple(feature_set.history_seconds or ()) if feature_set else (),
         max_mae=gate.max_mae, max_mape=gate.max_mape, max_idle_bias=gate.max_idle_bias)
 
 

@@ -169,6 +169,13 @@ def _groups_meant(groups: tuple[vocabulary.FeatureGroup, ...]) -> list[str]:
     return _names(groups) or list(cli.DEFAULT_FEATURE_GROUPS)  # none named: every group the data supports
 
 
+def _history_windows(text: str | None) -> list[int]:
+    """The windows `--history` gives a feature set (the trainer's reading; any set will do)."""
+    if not text:
+        return []
+    return list(featuresets.with_history(featuresets.PRESETS["kepler-vm"], text).history.windows)
+
+
 def _same(value: Any) -> Any:
     return value
 
@@ -194,6 +201,7 @@ TRAIN_FIELDS: dict[str, tuple[Reading, Meaning]] = {
     "feature_groups": (lambda args: cli._feature_groups(args), _groups_meant),
     "features": (lambda args: args.features, _same),
     "join_map": (lambda args: featuresets.parse_mapping(args.join_map or ""), dict),
+    "history_seconds": (lambda args: _history_windows(args.history), list),
     "max_mae": (lambda args: args.max_mae, _same),
     "max_mape": (lambda args: args.max_mape, _same),
     "max_idle_bias": (lambda args: args.max_idle_bias, _same),
