@@ -10,10 +10,11 @@ Two documents share one shape of series (`{"metric": {...}, "values": [[t, "v"],
 A small cursor walks either document: keys in any order, unknown fields skipped without recursion
 (a hostile file may nest 100,000 deep), labels decoded by orjson once their extent is known. Each
 `values` array, which holds nearly all the bytes, is stripped to `t,v,t,v,...` and parsed by orjson
-in one call (faster here than pandas' C CSV parser on the same text, measured in
-tests/unit/kepler_trainer/test_promjson.py's module notes); numpy's text parser takes the rare
-arrays with NaN or ±Inf, which JSON cannot spell. The cost of orjson is a transient Python float per
-number, bounded by one series (at most 11,000 points per answer chunk; a day at 3 s in a file).
+in one call: faster than pandas' C CSV parser on the same text, which the file reader used before,
+and no pandas import for `kepler-model query` (docs/prometheus.md has the figures). numpy's text
+parser takes the rare arrays with NaN or ±Inf, which JSON cannot spell. The cost of orjson is a
+transient Python float per number, bounded by one series (at most 11,000 points per answer chunk,
+a day at 3 s in a file).
 
 Writing goes to a temporary file that is renamed into place.
 """
