@@ -536,7 +536,7 @@ class Published:
 
 def run(extracted: Extracted, settings: TrainSettings, model_path: Path,
         progress: Callable[[Trained], None] = lambda t: None) -> Published:
-    """Plan, train, gate and publish; returns the run summary."""
+    """Plan, train, gate and publish; returns what was published and every fit."""
     tables, skipped_groups = plan(extracted, settings)
     if not tables or all(len(t.data) < MIN_ROWS for t in tables):
         most = max((len(t.data) for t in tables), default=0)
