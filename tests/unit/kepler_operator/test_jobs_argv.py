@@ -6,7 +6,7 @@ enum, pattern, bounds or format, each list within its size, and the objects whos
 pydantic models then decide, as the handlers do, which specs are valid. The operator maps each spec
 onto an invocation (`jobs.train_invocation`, `jobs.estimate_invocation`); the contract writes its argv
 (`kepler_contract.invocation`), which is parsed with `kepler_trainer.cli.build_parser` (no subprocess)
-and read back through the trainer's own resolvers (`prom.settings_from_args`, `trainer_names`, the
+and read back through the trainer's own resolvers (`cli.settings_from_args`, `trainer_names`, the
 pipeline-name rule): every field of the invocation must come back as it was. That the invocation is
 what the spec meant is checked by name: a setting the spec and the invocation both name (`abs_trainers`,
 `max_mae`, `step_seconds`, ...) has the same value on both sides.
@@ -36,7 +36,6 @@ from tests.support import checkout
 
 cli = pytest.importorskip("kepler_trainer.cli")
 featuresets = pytest.importorskip("kepler_trainer.featuresets")
-prom = pytest.importorskip("kepler_trainer.prom")
 trainers = pytest.importorskip("kepler_trainer.trainers")
 
 REPO = checkout.ROOT
@@ -141,11 +140,11 @@ def _names(values: tuple[enum.Enum, ...]) -> list[str]:
 
 
 def assert_query_read(args: Any, query: invocation.PrometheusQuery) -> None:
-    """The trainer's Prometheus settings (`prom.settings_from_args`) are the query's."""
+    """The trainer's Prometheus settings (`cli.settings_from_args`) are the query's."""
     if query.start is not None and query.end is not None:
         # the trainer resolves windows to the millisecond: shorter ones it refuses with exit 9 (a known limit)
         assume(round(_seconds(query.start), 3) < round(_seconds(query.end), 3))
-    resolved = prom.settings_from_args(args)
+    resolved = cli.settings_from_args(args)
     assert resolved.server == query.server.rstrip("/")  # the same base URL
     assert (resolved.step, resolved.metric_prefix) == (query.step_seconds, query.metric_prefix)
     if query.interval_seconds is not None:
