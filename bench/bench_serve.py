@@ -11,7 +11,7 @@ when wrk shares the 2 cores) over it, and runs wrk (one thread, a Lua script cyc
 through every weight path or POST body) against each in turn, alternating for --rounds rounds.
 Prints the median req/s and p99 per target and the median of its per-round ratios to nginx (each
 run divided by nginx's run of the same round), plus the server's peak RSS.
-Targets (issue 4): weights >= 2000 req/s with p99 < 20 ms, and >= half of nginx's rate.
+Targets: weights >= 2000 req/s with p99 < 20 ms, and >= half of nginx's rate.
 """
 
 from __future__ import annotations

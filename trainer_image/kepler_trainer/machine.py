@@ -1,8 +1,8 @@
 """Machine specs and node types: what a training machine was, and which known type a machine is closest to.
 
-A spec has five attributes (reference §2.6): `processor` (normalised model name), `cores` (logical
-CPUs), `chips` (sockets), `memory` (GiB) and `frequency` (MHz, rounded to 100). A pipeline's
-`node_type_index.json` maps a node type number to `{"attrs": spec, "members": [machine ids]}`;
+A spec has five attributes (upstream kepler-model-server's `NodeAttribute`): `processor` (normalised
+model name), `cores` (logical CPUs), `chips` (sockets), `memory` (GiB) and `frequency` (MHz, rounded to
+100). A pipeline's `node_type_index.json` maps a node type number to `{"attrs": spec, "members": [machine ids]}`;
 `index_machine` adds a training machine to it, `closest_node_type` picks the entry a serving machine
 resembles most. Pure functions, except `discover`, which reads this machine's /proc and /sys.
 """

@@ -140,7 +140,7 @@ def _serve_granian(args: argparse.Namespace) -> None:
 
 
 def _granian_limits(args: argparse.Namespace) -> dict:
-    """Idle clients must not starve the others (issue 13). granian admits at most `backpressure`
+    """Idle clients must not starve the others. granian admits at most `backpressure`
     connections per worker at a time (default backlog / workers = 1024) and an admitted connection
     that sends nothing holds its slot until the header read timeout (default 30 s): 1,100 idle
     connections made every route time out. Admit far more (an idle connection costs a few KB in

@@ -35,7 +35,8 @@ WEIGHT_TRAINERS = frozenset({
     "SGDRegressorTrainer", "LinearRegressionTrainer", "LogarithmicRegressionTrainer",
     "LogisticRegressionTrainer", "ExponentialRegressionTrainer",
 })
-"""Trainers whose models Kepler's Go estimator can run from a weight file (reference §2.8, §6)."""
+"""Trainers whose models Kepler's Go estimator can run from a weight file (Kepler 0.7.12's
+pkg/model/estimator/local/regressor: linear weights and the curve-fit predictors)."""
 
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 Feature = Annotated[str, StringConstraints(pattern=FEATURE_PATTERN)]
@@ -63,7 +64,8 @@ def check_output_type(value: str) -> str:
 
 
 def normalize_processor(name: str) -> str:
-    """A CPU model string as the node-type index stores it (reference §2.6), for comparison only."""
+    """A CPU model string as the node-type index stores it (upstream kepler-model-server's
+    normalisation), for comparison only."""
     text = re.sub(r"\(R\)|\(r\)|\(TM\)|®|™|N-Bit Multi-Core", "", name)
     text = re.split(r"[(\[@]", text, maxsplit=1)[0]
     text = re.sub(r"\b(CPU|Processor)\b|,|\b\d+(\.\d+)?\s*[GM]Hz\b", " ", text, flags=re.IGNORECASE)
