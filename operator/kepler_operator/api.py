@@ -214,7 +214,8 @@ class Isolator(_Model):
             fieldPath=".idleWindow")]})
 
     type: Annotated[IsolatorType, Field(description="none, min (minimum power), profile (an idle profile) "
-                                                    "or trainer (an AbsPower pipeline).")] = IsolatorType.MIN
+                                                    "or trainer (idle power: the zero-usage intercept of a linear fit "
+                                                    "of power over usage on the window itself).")] = IsolatorType.MIN
     profile: Annotated[str | None, Field(
         description="Idle profile for the profile isolator: a query-output JSON file of the idle machine, "
                     "relative to the root of the pipeline's volume (spec.storage).",
