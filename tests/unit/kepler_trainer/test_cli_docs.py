@@ -46,7 +46,9 @@ def _expand(text: str, sets: dict[str, str]) -> str:
 
 def documented() -> dict[str, str]:
     """Command (TOP for none) -> its synopsis text with the option sets written out."""
-    block = CONTRACTS.read_text().split(SECTION, 1)[1].split("```", 2)[1]
+    text = CONTRACTS.read_text()
+    assert SECTION in text, f"docs/contracts.md has no section {SECTION!r}"
+    block = text.split(SECTION, 1)[1].split("```", 2)[1]
     entries = _entries(block)
     sets = {m[1]: m[2] for e in entries if (m := OPTION_SET.fullmatch(e))}
     commands: dict[str, str] = {}
