@@ -227,6 +227,8 @@ def cmd_train_features(args, progress: Progress) -> dict:
         raise ConfigError("--label-filter/--label-equals do not apply to --features: the feature set's selectors "
                           "and join say which series count (docs/vm-models.md)")
     feature_set = featuresets.load(args.features, featuresets.parse_mapping(args.join_map or ""))
+    if getattr(args, "history", None):
+        feature_set = featuresets.with_history(feature_set, args.history)
     paths = _input_paths(args)
     abs_trainers, dyn_trainers = trainer_names(args.abs_trainers), trainer_names(args.dyn_trainers)
     if paths:
@@ -465,6 +467,9 @@ def _training(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--join-map", default=None, metavar="F=T,...",
                    help="with --features: feature-side label value = target-side value, e.g. the guest's "
                    "instance=the host's vm_id")
+    t.add_argument("--history", default=None, metavar="SECONDS,...",
+                   help="with --features: add inputs from the machine's recent past, the mean and the largest "
+                   "busy CPU time over each window, e.g. 15,60,180 (docs/vm-models.md)")
     t.add_argument("--onnx", action=argparse.BooleanOptionalAction, default=True,
                    help="with --features: export every convertible model to ONNX, checked against the "
                    "native model (default: on)")
