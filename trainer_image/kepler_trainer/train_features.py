@@ -17,7 +17,7 @@ from .errors import TooFewSamplesError
 from .extract import Extracted
 from .features import EnergySource, OutputType
 from .isolate import make_isolator
-from .pipeline import MIN_ROWS, Table, TrainSettings, train_and_publish
+from .pipeline import MIN_ROWS, Published, Table, TrainSettings, train_and_publish
 
 
 def plan(extracted: Extracted, feature_set: featuresets.FeatureSet, settings: TrainSettings) -> list[Table]:
@@ -48,7 +48,7 @@ def sources(feature_set: featuresets.FeatureSet) -> list[EnergySource]:
 
 
 def run(extracted: Extracted, feature_set: featuresets.FeatureSet, settings: TrainSettings, model_path: Path,
-        progress: Callable = lambda t: None) -> dict:
+        progress: Callable = lambda t: None) -> Published:
     tables = plan(extracted, feature_set, settings)
     if not tables or all(len(t.data) < MIN_ROWS for t in tables):
         most = max((len(t.data) for t in tables), default=0)
