@@ -232,7 +232,7 @@ MODEL_CONFIG_SUFFIXES = {"ESTIMATOR", "LOCAL_REGRESSOR", "INIT_URL", "TRAINER", 
 
 
 def _server_routes() -> list[Any]:
-    from kepler_trainer.serve.routes import build_router
+    from kepler_model_server.routes import build_router
 
     return build_router(lambda request: None).routes
 

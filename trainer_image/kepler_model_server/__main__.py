@@ -1,4 +1,4 @@
-"""`python -m kepler_trainer.serve`: the model server without the rest of the CLI."""
+"""`python -m kepler_model_server`: the model server without the rest of the CLI."""
 
 from __future__ import annotations
 

@@ -36,7 +36,8 @@ from typing import Any
 
 import orjson
 
-from ..machine import go_spec
+from kepler_contract.machine import ATTRIBUTES, go_spec, normalise_processor
+
 from .artefacts import COMPONENTS, Rejected, check_errors, check_weight, check_zip, file_identity, open_regular
 from .errors import StaleSnapshot
 from .schema import (
@@ -46,14 +47,12 @@ from .schema import (
     OUTPUT_TYPES,
     WEIGHT_TRAINERS,
     canonical_source,
-    normalize_processor,
 )
 
 log = logging.getLogger(__name__)
 
 MAX_JSON_BYTES = 16 * 1024 * 1024
 """Metadata and weight files larger than this are not read (they would not be ours)."""
-SPEC_ATTRS = ("processor", "cores", "chips", "memory", "frequency")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _ROOT_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC  # --models-dir itself may be a symlink
 MAX_PAGE_BYTES = 64 << 20
@@ -353,9 +352,9 @@ def _node_types(index: Any) -> dict[int, NodeType]:
         if not (isinstance(key, str) and key.isdigit() and isinstance(entry, dict)):
             continue
         attrs = entry.get("attrs") if isinstance(entry.get("attrs"), dict) else {}
-        attrs = {k: attrs[k] for k in SPEC_ATTRS if attrs.get(k) is not None}
+        attrs = {k: attrs[k] for k in ATTRIBUTES if attrs.get(k) is not None}
         if isinstance(attrs.get("processor"), str):
-            attrs["processor"] = normalize_processor(attrs["processor"])
+            attrs["processor"] = normalise_processor(attrs["processor"])
         members = entry.get("members")
         node_types[int(key)] = NodeType(int(key), attrs, len(members) if isinstance(members, list) else 0)
     return node_types
