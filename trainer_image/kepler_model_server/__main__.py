@@ -1,4 +1,8 @@
-"""`python -m kepler_model_server`: the model server without the rest of the CLI."""
+"""`kepler-model-server` (and `python -m kepler_model_server`): the model server without the trainer's CLI.
+
+The same options as `kepler-model serve`, which delegates here; this entry point imports neither the
+trainer nor its scientific stack, so the slim server image (Dockerfile.server) needs only the `server` extra.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ from . import add_arguments, run
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="kepler-model serve", description=__doc__)
+    parser = argparse.ArgumentParser(prog="kepler-model-server",
+                                     description="serve published models to Kepler over HTTP")
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

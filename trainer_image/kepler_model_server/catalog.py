@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from typing_extensions import TypeIs
 
 from kepler_contract.machine import ATTRIBUTES, go_spec, normalise_processor
 
@@ -351,8 +352,8 @@ def _node_types(index: Any) -> dict[int, NodeType]:
     for key, entry in index.items():
         if not (isinstance(key, str) and key.isdigit() and isinstance(entry, dict)):
             continue
-        attrs = entry.get("attrs") if isinstance(entry.get("attrs"), dict) else {}
-        attrs = {k: attrs[k] for k in ATTRIBUTES if attrs.get(k) is not None}
+        given = entry.get("attrs")
+        attrs = {k: given[k] for k in ATTRIBUTES if given.get(k) is not None} if isinstance(given, dict) else {}
         if isinstance(attrs.get("processor"), str):
             attrs["processor"] = normalise_processor(attrs["processor"])
         members = entry.get("members")
@@ -541,5 +542,5 @@ def _read_json(dir_fd: int, name: str) -> Any:
             return None
 
 
-def _finite(value: Any) -> bool:
+def _finite(value: Any) -> TypeIs[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

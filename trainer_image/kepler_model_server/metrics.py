@@ -31,7 +31,7 @@ def follow_multiprocess_setting() -> None:
     from prometheus_client import values
 
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        values.ValueClass = values.get_value_class()
+        values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
 
 
 class RequestMetrics:
@@ -174,7 +174,7 @@ def exposition(catalog: Catalog, registry: CollectorRegistry) -> bytes:
         from prometheus_client import multiprocess
 
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     scrape = CollectorRegistry()
     scrape.register(_Union(registry, ModelCollector(catalog)))
     return generate_latest(scrape)

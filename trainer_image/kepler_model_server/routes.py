@@ -194,7 +194,7 @@ class Service:
         conditions = parse_filter(params.get("filter", ""))
         pipeline = choose_pipeline(snapshot.pipelines, source, _name_param(params, "pipeline-name", ""),
                                    self.default_pipeline)
-        best: dict = best_models(pipeline, source, output_types, group, node_type, conditions)
+        best: dict[str, Any] = best_models(pipeline, source, output_types, group, node_type, conditions)
         # Beside upstream's keys: per group, the best model Kepler's regressor runs from weights (docs/serve.md).
         best["kepler_weights"] = best_kepler_weights(pipeline, source, output_types, group, node_type, conditions)
         return Reply(200, orjson.dumps(best), JSON, (("X-Model-Pipeline", pipeline.name),))
@@ -277,7 +277,8 @@ def parse_query(raw: str) -> dict[str, str]:
 
 
 def _model_headers(entry: ModelEntry, choice: Choice | None) -> tuple[tuple[str, str], ...]:
-    headers = (("X-Model-Name", entry.model_name), ("X-Model-Mae", repr(entry.mae)), ("X-Model-Path", entry.path))
+    headers: tuple[tuple[str, str], ...] = (
+        ("X-Model-Name", entry.model_name), ("X-Model-Mae", repr(entry.mae)), ("X-Model-Path", entry.path))
     if choice is not None:
         headers += (("X-Model-Node-Type-Match", choice.node_type_match),)
     return headers
@@ -355,9 +356,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorBody, "description": "Body larger than --max-body-bytes"},
     503: {"model": ErrorBody, "description": "The models folder has not been read"},
 }
-WEIGHT_OR_ZIP = {200: {"description": "The model zip (application/zip; X-Model-Name and X-Model-Mae headers)"
-                       " or, with weight=true, the weight JSON with model_name, mae and machine_spec keys",
-                       "content": {ZIP: {}, JSON: {}}}}
+WEIGHT_OR_ZIP: dict[int | str, dict[str, Any]] = {200: {
+    "description": "The model zip (application/zip; X-Model-Name and X-Model-Mae headers)"
+                   " or, with weight=true, the weight JSON with model_name, mae and machine_spec keys",
+    "content": {ZIP: {}, JSON: {}}}}
 ModelType = Annotated[str, Path(description="`<pipeline>/<source>/<output type>/<feature group>/<model>` "
                                             "(optional suffix), or a short name: AbsPower or DynPower")]
 

@@ -8,6 +8,7 @@ dictionary keys into the catalog (never joined into a path).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
@@ -126,7 +127,7 @@ def parse_model_request(raw: Any) -> ModelRequest:
         raise InvalidRequest(describe_validation_error(exc.errors())) from None
 
 
-def describe_validation_error(errors: list[dict[str, Any]]) -> str:
+def describe_validation_error(errors: Sequence[Mapping[str, Any]]) -> str:
     """One line naming each invalid field (values are not echoed back)."""
     parts = []
     for err in errors[:5]:

@@ -19,6 +19,9 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
+Responses = dict[int | str, dict[str, Any]]
+"""A route's OpenAPI responses, by status."""
+
 
 @dataclass(frozen=True, slots=True)
 class QueryParam:
@@ -124,7 +127,7 @@ def label_of(method: str, path: str) -> str:
     return OTHER
 
 
-def register(router: APIRouter, handlers: Mapping[str, Callable[..., Any]], responses: Mapping[str, dict]) -> None:
+def register(router: APIRouter, handlers: Mapping[str, Callable[..., Any]], responses: Mapping[str, Responses]) -> None:
     """Add the table's routes whose label has a handler; `responses[label]` is its OpenAPI responses.
     A handler for a label the table lacks is an error (a route listed nowhere)."""
     unknown = set(handlers) - {r.label for r in ROUTES}
