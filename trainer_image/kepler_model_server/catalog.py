@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from typing_extensions import TypeIs
 
 from kepler_contract.machine import ATTRIBUTES, go_spec, normalise_processor
 
@@ -445,9 +444,9 @@ def _model_entry(model_fd: int, group_fd: int, group_files: set[str], prefix: tu
     if not isinstance(metadata, dict):
         log.warning("skipping model %s: no metadata.json object", where)
         return None
-    mae = metadata.get("mae")
+    mae = _finite(metadata.get("mae"))
     features = metadata.get("features")
-    if not _finite(mae) or not (isinstance(features, list) and all(isinstance(f, str) for f in features)):
+    if mae is None or not (isinstance(features, list) and all(isinstance(f, str) for f in features)):
         log.warning("skipping model %s: metadata lacks a finite mae or a features list", where)
         return None
     check_errors(metadata)
@@ -542,5 +541,8 @@ def _read_json(dir_fd: int, name: str) -> Any:
             return None
 
 
-def _finite(value: Any) -> TypeIs[int | float]:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def _finite(value: Any) -> float | None:
+    """The value as a float when it is a finite JSON number (not a boolean), else None."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
