@@ -222,8 +222,10 @@ def main() -> int:
             for name in args.servers.split(","):
                 servers[name] = start_server(models, args.workers, "--http-server", name)
             samplers = {name: PeakRss(proc.pid) for name, (proc, _) in servers.items()}
-            for _, url in (("nginx", nginx_url), *servers.values()):  # same bytes everywhere before timing
-                assert httpx.get(url + paths[0]).content == (models / paths[0][len("/model-weights/"):]).read_bytes()
+            for _, url in (("nginx", nginx_url), *servers.values()):  # the same weights everywhere before timing
+                # the server answers the file's JSON re-encoded compactly (catalog.py), nginx its bytes
+                on_disk = json.loads((models / paths[0][len("/model-weights/"):]).read_bytes())
+                assert httpx.get(url + paths[0]).json() == on_disk, url
             for _ in range(args.rounds):
                 results.setdefault("nginx GET /model-weights", []).append(
                     wrk(nginx_url, scripts["GET /model-weights"], args.duration, args.connections))
