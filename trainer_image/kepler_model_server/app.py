@@ -115,7 +115,7 @@ class Front:
 
     It speaks ASGI (`__call__`: uvicorn, in-process clients) and granian's RSGI (`__rsgi__`),
     which hands a request over with less per-request work than granian's ASGI emulation; routes
-    the fast path does not answer are bridged to FastAPI (`serve/rsgi.py`).
+    the fast path does not answer are bridged to FastAPI (`rsgi.py`).
     """
 
     def __init__(self, app: ASGIApp, service: Service, max_body_bytes: int, fast_path: bool) -> None:

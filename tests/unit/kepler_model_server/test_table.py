@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from kepler_model_server import create_app
-from kepler_model_server.table import FRAMEWORK_PATHS, LABELS, ROUTES, label_of
+from kepler_model_server.table import FRAMEWORK_PATHS, LABELS, PROBES, ROUTES, label_of
 from tests.integration.test_serve_support import FakeModel, publish
 
 BAD_VALUE = {"energy-source": "..", "source": "..", "metrics": "no such!", "feature-group": "..",
@@ -64,3 +64,11 @@ def test_every_declared_query_parameter_is_read(tmp_path: Path, fast_path: bool,
         refused = client.get(path, params={param: BAD_VALUE[param]})
     assert refused.status_code == 400, (param, refused.text)
     assert param in refused.text or BAD_VALUE[param] in refused.text
+
+
+def test_the_manifests_probe_the_tables_probes() -> None:
+    from tests.unit.test_manifests_render import find, render
+
+    server = find(render("base"), "Deployment", "kepler-model-server")["spec"]["template"]["spec"]["containers"][0]
+    probed = {server[probe]["httpGet"]["path"] for probe in ("readinessProbe", "livenessProbe")}
+    assert probed == set(PROBES)
