@@ -6,7 +6,8 @@ The server image's environment (what Dockerfile.server installs; built with benc
 given with --venv as kept by `image_sizes.py --keep DIR`: DIR/server-venv) is copied twice: once
 with its bytecode compiled as the Dockerfile compiles it, once with every `__pycache__` removed. Both
 copies are then made read-only (chmod -R a-w), as a container's read-only root filesystem is, and
-each run starts `<venv>/bin/kepler-model-server` over a small published pipeline with
+each run starts `<venv>/bin/python -m kepler_model_server` (what the image's `kepler-model-server` runs)
+over the benchmark pipeline of bench_serve.py with
 PYTHONDONTWRITEBYTECODE=1 and measures the time from process start to the first HTTP 200 on /healthz
 and on /readyz (the models folder read). Runs alternate between the two copies; medians are printed.
 
@@ -53,7 +54,8 @@ def start_to_ok(venv: Path, models: Path) -> tuple[float, float]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}  # the venv's code, not a checkout's
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     started = time.perf_counter()
-    proc = subprocess.Popen([str(venv / "bin" / "kepler-model-server"), "--models-dir", str(models),
+    # `python -m`: the copies' console scripts would name the original venv's interpreter in their #! line
+    proc = subprocess.Popen([str(venv / "bin" / "python"), "-m", "kepler_model_server", "--models-dir", str(models),
                              "--port", str(port), "--log-level", "warning"], env=env, cwd="/",
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

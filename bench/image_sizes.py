@@ -135,7 +135,8 @@ ENTRY_POINTS = {"operator": "kepler-model-operator", "server": "kepler-model-ser
 def smoke(image: Image, venv: Path) -> str:
     """Import what the entry point needs, from outside the source tree, as the container would."""
     python = str(venv / "bin" / "python")
-    proc = subprocess.run([python, "-c", SMOKE[image.name]], cwd=venv, capture_output=True, text=True)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the venv's packages, not a checkout's
+    proc = subprocess.run([python, "-c", SMOKE[image.name]], cwd=venv, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         return "FAILED: " + proc.stderr.strip().splitlines()[-1]
     entry = ENTRY_POINTS.get(image.name, "kepler-model")
