@@ -56,11 +56,6 @@ class Route:
         """The fixed text after the last path parameter ("" when it has none or ends with one)."""
         return self.template.rsplit("}", 1)[1] if "}" in self.template else ""
 
-    def matches(self, path: str) -> bool:
-        if "{" not in self.template:
-            return path == self.template
-        return path.startswith(self.prefix) and path.endswith(self.suffix) and len(path) >= len(self.prefix)
-
 
 _SOURCE = QueryParam("energy-source", "Energy source (rapl, intel_rapl and empty mean rapl-sysfs)")
 _FEATURE_GROUP = QueryParam("feature-group", "Only models of this feature group")
@@ -98,11 +93,8 @@ ROUTES = (
 FRAMEWORK_PATHS = ("/docs", "/openapi.json")
 """FastAPI's own pages: labelled by their path, registered by FastAPI."""
 OTHER = "other"
-LABELS = (*dict.fromkeys(r.label for r in ROUTES), *FRAMEWORK_PATHS, OTHER)
-"""Every route label the metrics can carry."""
 PROBES = ("/healthz", "/readyz")
 """Liveness and readiness, as the manifests' probes and the image's health check ask them."""
-
 
 
 def route(label: str) -> Route:
@@ -118,7 +110,8 @@ _PATTERNED = tuple((r.prefix, r.suffix, r.label) for r in ROUTES if "{" in r.tem
 
 def label_of(method: str, path: str) -> str:
     """The route label a request path belongs to, "other" for none (method-independent: a wrong
-    method on a known route is still that route's answer, a 405). Matches as `Route.matches`."""
+    method on a known route is still that route's answer, a 405): a path with parameters matches when
+    it has the text before the first and after the last one."""
     label = _EXACT.get(path)
     if label is not None:
         return label
