@@ -77,10 +77,10 @@ ROUTES = (
           "group has that Kepler runs from weights (null: sidecar only)",
           (_SOURCE, QueryParam("output-type", "AbsPower or DynPower (default: both)"), _FEATURE_GROUP,
            _NODE_TYPE, _FILTER, _PIPELINE)),
-    Route("GET", "/models/{model_type:path}", "/models",
-          "A model's zip, by path or the best for a short name", BY_SHORT_NAME),
     Route("GET", "/model-weights/{model_type:path}", "/model-weights",
           "A model's weight JSON, by path or the best for a short name", BY_SHORT_NAME),
+    Route("GET", "/models/{model_type:path}", "/models",
+          "A model's zip, by path or the best for a short name", BY_SHORT_NAME),
     Route("GET", "/pipelines/{name}/report", "/pipelines/report",
           "The report page of a pipeline: its models' held-out accuracy"),
     Route("GET", "/pipelines", "/pipelines", "The served pipelines"),
@@ -105,20 +105,17 @@ def route(label: str) -> Route:
 _BY_LABEL = {r.label: r for r in ROUTES}
 _EXACT = {r.template: r.label for r in ROUTES if "{" not in r.template} | {p: p for p in FRAMEWORK_PATHS}
 _PATTERNED = tuple((r.prefix, r.suffix, r.label) for r in ROUTES if "{" in r.template)
-"""Precomputed: `label_of` runs on every request."""
+"""Precomputed, in the table's order (the hottest first): `label_of` runs on every request."""
 
 
 def label_of(method: str, path: str) -> str:
     """The route label a request path belongs to, "other" for none (method-independent: a wrong
     method on a known route is still that route's answer, a 405): a path with parameters matches when
     it has the text before the first and after the last one."""
-    label = _EXACT.get(path)
-    if label is not None:
-        return label
-    for prefix, suffix, label in _PATTERNED:
+    for prefix, suffix, label in _PATTERNED:  # first: Kepler's GETs (weights) are the most frequent requests
         if path.startswith(prefix) and path.endswith(suffix) and len(path) >= len(prefix):
             return label
-    return OTHER
+    return _EXACT.get(path, OTHER)
 
 
 def register(router: APIRouter, handlers: Mapping[str, Callable[..., Any]], responses: Mapping[str, Responses]) -> None:
