@@ -105,17 +105,35 @@ def route(label: str) -> Route:
 _BY_LABEL = {r.label: r for r in ROUTES}
 _EXACT = {r.template: r.label for r in ROUTES if "{" not in r.template} | {p: p for p in FRAMEWORK_PATHS}
 _PATTERNED = tuple((r.prefix, r.suffix, r.label) for r in ROUTES if "{" in r.template)
-"""Precomputed, in the table's order (the hottest first): `label_of` runs on every request."""
+"""Precomputed: `label_of` runs on every request."""
 
 
 def label_of(method: str, path: str) -> str:
     """The route label a request path belongs to, "other" for none (method-independent: a wrong
     method on a known route is still that route's answer, a 405): a path with parameters matches when
-    it has the text before the first and after the last one."""
-    for prefix, suffix, label in _PATTERNED:  # first: Kepler's GETs (weights) are the most frequent requests
+    it has the text before the first and after the last one. Kepler's requests repeat byte for byte,
+    so the first `_SEEN_LIMIT` distinct paths are remembered (a flood of distinct paths only stops the
+    remembering: the labels stay a fixed set)."""
+    label = _SEEN.get(path)
+    if label is None:
+        label = _label(path)
+        if len(_SEEN) < _SEEN_LIMIT:
+            _SEEN[path] = label
+    return label
+
+
+_SEEN: dict[str, str] = {}
+_SEEN_LIMIT = 4096
+
+
+def _label(path: str) -> str:
+    label = _EXACT.get(path)
+    if label is not None:
+        return label
+    for prefix, suffix, label in _PATTERNED:
         if path.startswith(prefix) and path.endswith(suffix) and len(path) >= len(prefix):
             return label
-    return _EXACT.get(path, OTHER)
+    return OTHER
 
 
 def register(router: APIRouter, handlers: Mapping[str, Callable[..., Any]], responses: Mapping[str, Responses]) -> None:

@@ -71,3 +71,12 @@ def test_the_manifests_probe_the_tables_probes() -> None:
     server = find(render("base"), "Deployment", "kepler-model-server")["spec"]["template"]["spec"]["containers"][0]
     probed = {server[probe]["httpGet"]["path"] for probe in ("readinessProbe", "livenessProbe")}
     assert probed == set(PROBES)
+
+
+def test_a_flood_of_distinct_paths_leaves_labels_fixed_and_memory_bounded() -> None:
+    from kepler_model_server import table
+
+    labels = {label_of("GET", f"/models/flood/{i}") for i in range(table._SEEN_LIMIT + 100)}
+    labels |= {label_of("GET", f"/flood/{i}") for i in range(100)}
+    assert labels == {"/models", "other"} and len(table._SEEN) <= table._SEEN_LIMIT
+    assert label_of("POST", "/model") == "/model" and label_of("GET", "/model-weights/a") == "/model-weights"
