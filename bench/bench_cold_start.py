@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_serve import build_models  # noqa: E402  (the benchmark pipeline: 100 models, 60 weight files)
 from image_sizes import COMPILE, IMAGES, measure  # noqa: E402
 
-from tests.integration.test_serve_support import free_port  # noqa: E402
+from tests.support.server import free_port  # noqa: E402
 
 
 def prepared(source: Path, dest: Path, precompiled: bool) -> Path:

@@ -4,9 +4,9 @@
                                    [--trainers LinearRegression,GradientBoostingRegressor]
 
 Trains node-exporter preset models from the dump derived from the bundled real Kepler dump (as
-tests/integration/test_exporter.py does), starts the exporter on /proc for each model and interval, scrapes
-it every 15 s as Prometheus would, and measures the process's CPU time (user + system, psutil) over
---windows windows of --window seconds after a warm-up: the median fraction of one core, and the RSS at the
+tests/integration/kepler_trainer/exporter/test_server.py does), starts the exporter on /proc for each model
+and interval, scrapes it every 15 s as Prometheus would, and measures the process's CPU time (user + system,
+psutil) over --windows windows of --window seconds after a warm-up: the median fraction of one core, and the RSS at the
 end. If Debian's prometheus-node-exporter is on PATH it is measured the same way beside it.
 Goals (issue 16): < 0.5 % of one core at 5 s, < 80 MB RSS.
 """

@@ -33,7 +33,7 @@ import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.integration.test_serve_support import FakeModel, free_port, publish
+from tests.support.server import FakeModel, free_port, publish
 
 SOURCES = ("rapl-sysfs", "acpi")
 OUTPUT_TYPES = ("AbsPower", "DynPower")

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conformance import harness, kepler
 from tests.conformance.harness import TALLY, Model
-from tests.integration.test_serve_support import ServerProcess
+from tests.support.server import ServerProcess
 
 
 @pytest.fixture(scope="session")

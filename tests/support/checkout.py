@@ -16,3 +16,6 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     """The environment plus a PYTHONPATH of this checkout's package folders, and `CI=1`."""
     path = os.pathsep.join(str(ROOT / folder) for folder in PACKAGE_FOLDERS)
     return {**os.environ, "PYTHONPATH": path, "CI": "1", **extra}
+
+DATA = ROOT / "tests" / "data"
+"""The tests' recorded inputs (tests/data/README.md says where each comes from)."""

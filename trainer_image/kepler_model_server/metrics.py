@@ -105,7 +105,7 @@ def _add_observations(child: Histogram, per_bucket: list[float], total: float) -
     """Add many observations at once: n in bucket i, summing to `total`.
 
     prometheus-client has no batch observe; this writes the same values `observe()` writes, one
-    bucket (not cumulative) per observation and the sum (`tests/unit/test_serve_app.py` compares).
+    bucket (not cumulative) per observation and the sum (`tests/unit/kepler_model_server/test_app.py` compares).
     """
     child._sum.inc(total)
     for bucket, n in zip(child._buckets, per_bucket, strict=False):

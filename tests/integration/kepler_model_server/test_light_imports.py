@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.test_serve_support import FakeModel, free_port, publish
+from tests.support.server import FakeModel, free_port, publish
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ from kepler_model_server.catalog import Catalog
 from kepler_model_server.schema import MachineSpec
 from kepler_model_server.selection import Criteria, select
 from kepler_trainer.machine import normalise_spec
-from tests.integration.test_serve_support import FakeModel, publish
+from tests.support.server import FakeModel, publish
 
 RAW = {
     0: {"processor": "Neoverse-N1 64-Bit Multi-Core Processor", "cores": 64, "chips": 1, "memory": 256,

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from kepler_model_server import create_app
 from kepler_model_server.table import FRAMEWORK_PATHS, PROBES, ROUTES, label_of
-from tests.integration.test_serve_support import FakeModel, publish
+from tests.support.server import FakeModel, publish
 
 BAD_VALUE = {"energy-source": "..", "source": "..", "metrics": "no such!", "feature-group": "..",
              "node-type": "x", "trainer-name": "..", "filter": "nothing", "pipeline-name": "..",
@@ -66,7 +66,7 @@ def test_every_declared_query_parameter_is_read(tmp_path: Path, fast_path: bool,
 
 
 def test_the_manifests_probe_the_tables_probes() -> None:
-    from tests.unit.test_manifests_render import find, render
+    from tests.unit.manifests.test_render import find, render
 
     server = find(render("base"), "Deployment", "kepler-model-server")["spec"]["template"]["spec"]["containers"][0]
     probed = {server[probe]["httpGet"]["path"] for probe in ("readinessProbe", "livenessProbe")}
