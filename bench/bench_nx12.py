@@ -177,7 +177,7 @@ def whole_pipeline(all_tables) -> dict:
     try:
         before = _cpu_seconds()
         start = time.perf_counter()
-        summary = pipeline.train_and_publish(all_tables, settings, out, [])
+        summary = pipeline.train_and_publish(all_tables, settings, out, []).summary
         wall = time.perf_counter() - start
         cpu = _cpu_seconds() - before
         peak = _peak_rss_mib()

@@ -5,7 +5,7 @@ Data: one Kepler node, 25 containers x 8 counters = 200 container series plus 10
 6.05M samples, backfilled once with promtool (cached under --cache, ~1 min the first time).
 
 Measured, each in its own process (wall time, peak RSS of that process), alternating, medians:
-  ours       kepler_trainer.prom.run_query: discovery, 11,000-point chunks fetched concurrently,
+  ours       kepler_trainer.cli.run_query: discovery, 11,000-point chunks fetched concurrently,
              numpy parsing, promjson.dump of the query JSON
   ours-fetch the same without writing the file
   reference  the upstream way: one sequential query_range per metric with prometheus-api-client's
@@ -69,17 +69,17 @@ def worker(kind: str, url: str, start: float, end: float, out: Path, concurrency
     if kind == "reference":
         reference_query(url, start, end, out)
         return
-    from kepler_trainer import prom
+    from kepler_trainer import cli, prom
 
     parser = argparse.ArgumentParser()
-    prom.add_prometheus_arguments(parser)
+    cli.add_prometheus_arguments(parser)
     parser.add_argument("-o", "--output")
     args = parser.parse_args(["-s", url, "--start-time", str(start), "--end-time", str(end), "--step", str(STEP),
                               "--concurrency", str(concurrency), "-o", str(out)])
     if kind == "ours":
-        prom.run_query(args, out.parent)
+        cli.run_query(args, out.parent)
     else:
-        result = prom.fetch(prom.settings_from_args(args))
+        result = prom.fetch(cli.settings_from_args(args))
         assert result.sample_count > 0
 
 

@@ -79,7 +79,7 @@ def demo(work: Path, split: str) -> tuple[Path, Path]:
 def nx12(work: Path, data: Path, split: str) -> Path:
     names = trainer_names("default")
     settings = pipeline.TrainSettings("nx12", [], list(GROUPS), names, names, node_type=1, n_jobs=2, split=split)
-    return Path(pipeline.train_and_publish(tables(data), settings, work / "models", [])["path"])
+    return Path(pipeline.train_and_publish(tables(data), settings, work / "models", []).summary["path"])
 
 
 def main() -> None:

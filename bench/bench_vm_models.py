@@ -1,6 +1,7 @@
 """Models a guest could feed, held out by workload, against Kepler's method and a linear fit; ONNX cost.
 
-    python bench/bench_vm_models.py [--data DIR] [--trainers T1,T2,...] [--out bench/out]
+    python bench/bench_vm_models.py [--data DIR] [--trainers T1,T2,...] [--history-trainers T1,...]
+                                    [--history 15,60,180] [--out bench/out]
 
 On every AbsPower table of ../shared/data/model-db/nx12/preprocessed that has CPU time and measured power:
   * inputs a guest can see: the table's CPU-time columns (bpf_cpu_time_us, cgroupfs_*cpu_usage_us,
@@ -12,6 +13,10 @@ On every AbsPower table of ../shared/data/model-db/nx12/preprocessed that has CP
   * two baselines on the same folds: Kepler's method (idle power = the training rows' minimum, active power
     proportional to the CPU time: P = idle + slope * cpu, the slope a least-squares fit through the idle
     point), and an ordinary linear fit on the CPU time (free intercept);
+  * the same trainers named `<trainer>+history` fed also the machine's recent past (history.py, the
+    product's `--history`): the mean and the largest busy CPU time over the last 15, 60 and 180 s of the
+    same run, the current sample included; each held-out block starts its history afresh, so no row of
+    another block reaches it (and no power, no time, no label ever does);
   * the ratio of each trainer's MAE to the better baseline (goal: <= 0.8 on every table);
   * ONNX: model file size and onnxruntime's cost of one prediction (one row, median of 2000 calls).
 Prints markdown tables; writes them and a JSON to --out.
@@ -28,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kepler_trainer import evaluate
+from kepler_trainer import evaluate, history
 from kepler_trainer.onnx_export import export, predict, session
 from kepler_trainer.trainers import PowerModel, TrainerSkipped
 
@@ -40,6 +45,9 @@ BUSY_ORDER = ("bpf_cpu_time_us", "cgroupfs_cpu_usage_us", "kubelet_cpu_usage")  
 IRQS = ("bpf_block_irq", "bpf_net_rx_irq", "bpf_net_tx_irq")
 TRAINERS = ("LinearRegressionTrainer", "GradientBoostingRegressorTrainer", "HistGradientBoostingTrainer",
             "ExtraTreesTrainer", "KNeighborsRegressorTrainer")
+HISTORY_TRAINERS = ("GradientBoostingRegressorTrainer", "HistGradientBoostingTrainer", "ExtraTreesTrainer")
+HISTORY_WINDOWS = (15, 60, 180)  # seconds: a quarter minute, a minute, three minutes (fixed beforehand, not tuned)
+HISTORY = "+history"
 ONNX_CALLS = 2000
 
 
@@ -77,7 +85,13 @@ def figures(data, power, predictions, idle) -> dict:
     return out
 
 
-def bench_table(name, data, features, power, busy, trainers) -> dict:
+def with_history(data: pd.DataFrame, features: list[str], busy: str, windows=HISTORY_WINDOWS):
+    """The table with the history inputs of its busy CPU time (per run: the held-out blocks), and the inputs."""
+    past = history.columns(data, [busy], list(windows), list(history.STATS))
+    return pd.concat([data, past], axis=1), features + list(past.columns)
+
+
+def bench_table(name, data, features, power, busy, trainers, history_trainers=(), windows=HISTORY_WINDOWS) -> dict:
     folds = evaluate.leave_one_out(evaluate.runs(data["timestamp"].to_numpy(float)))
     idle = evaluate.idle_rows(data[busy].to_numpy(float))
     rows = {}
@@ -86,26 +100,33 @@ def bench_table(name, data, features, power, busy, trainers) -> dict:
         predictions = [pd.DataFrame({p: fit(x[tr], data[p].to_numpy(float)[tr], x[te]) for p in power},
                                     index=data.index[te]) for tr, te in folds]
         rows[baseline] = figures(data, power, predictions, idle)
-    X, Y = data[features], data[power]
-    for trainer in trainers:
-        try:
-            predictions = [PowerModel(trainer).fit(X.iloc[tr], Y.iloc[tr]).predict_components(X.iloc[te])
-                           for tr, te in folds]
-        except TrainerSkipped as exc:
-            rows[trainer] = {"skipped": str(exc)}
-            continue
-        rows[trainer] = figures(data, power, predictions, idle)
-        full = PowerModel(trainer).fit(X, Y)
-        onnx_bytes, check = export(full, X)
-        rows[trainer]["onnx"] = check
-        if onnx_bytes is not None:
-            rows[trainer]["onnx"]["predict_us"] = _onnx_cost(onnx_bytes, X.to_numpy(float)[:1])
+    past, with_past = with_history(data, features, busy, windows)
+    for label, trainer, inputs in ([(t, t, features) for t in trainers]
+                                   + [(t + HISTORY, t, with_past) for t in history_trainers]):
+        rows[label] = held_out_figures(past, inputs, power, trainer, folds, idle)
     best_baseline = min(rows[b]["mae"] for b in BASELINES)
-    for trainer in trainers:
-        if "mae" in rows[trainer]:
-            rows[trainer]["ratio_to_best_baseline"] = rows[trainer]["mae"] / best_baseline
+    for model in rows:
+        if "mae" in rows[model] and model not in BASELINES:
+            rows[model]["ratio_to_best_baseline"] = rows[model]["mae"] / best_baseline
     return {"table": name, "rows": len(data), "features": features, "busy": busy, "zones": power,
             "folds": len(folds), "idle_rows": int(idle.sum()), "results": rows}
+
+
+def held_out_figures(data, features, power, trainer, folds, idle, onnx: bool = True) -> dict:
+    """One trainer's pooled held-out figures on `folds`, and its ONNX check, size and cost (fitted on all)."""
+    X, Y = data[features], data[power]
+    try:
+        predictions = [PowerModel(trainer).fit(X.iloc[tr], Y.iloc[tr]).predict_components(X.iloc[te])
+                       for tr, te in folds]
+    except TrainerSkipped as exc:
+        return {"skipped": str(exc)}
+    out = figures(data, power, predictions, idle)
+    if onnx:
+        onnx_bytes, check = export(PowerModel(trainer).fit(X, Y), X)
+        out["onnx"] = check
+        if onnx_bytes is not None:
+            out["onnx"]["predict_us"] = _onnx_cost(onnx_bytes, X.to_numpy(float)[:1])
+    return out
 
 
 def _onnx_cost(onnx_bytes: bytes, row: np.ndarray) -> float:
@@ -124,11 +145,11 @@ def _zone_cell(result: dict, zone: str) -> str:
             f"{'n/a' if bias is None else f'{bias:+.2f}'}")
 
 
-def markdown(report: list[dict], trainers) -> str:
+def markdown(report: list[dict], models) -> str:
     lines = ["| table | model | MAE (W) | MAPE (%) | per zone: MAE / MAPE / idle bias | MAE / best baseline | "
              "ONNX (bytes, µs/row) |", "|---|---|---:|---:|---|---:|---|"]
     for t in report:
-        for model in (*BASELINES, *trainers):
+        for model in (*BASELINES, *models):
             r = t["results"][model]
             if "mae" not in r:
                 lines.append(f"| {t['table']} | {model} | skipped: {r.get('skipped', '')[:60]} | | | | |")
@@ -148,15 +169,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=SHARED / "data" / "model-db" / "nx12" / "preprocessed")
     parser.add_argument("--trainers", default=",".join(TRAINERS))
+    parser.add_argument("--history-trainers", default=",".join(HISTORY_TRAINERS),
+                        help="trainers also run with the history inputs (empty: none)")
+    parser.add_argument("--history", default=",".join(map(str, HISTORY_WINDOWS)), help="window lengths, seconds")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     args = parser.parse_args()
     trainers = [t.strip() for t in args.trainers.split(",") if t.strip()]
-    report = [bench_table(*table, trainers) for table in guest_tables(args.data)]
-    text = markdown(report, trainers)
+    history_trainers = [t.strip() for t in args.history_trainers.split(",") if t.strip()]
+    windows = [int(w) for w in args.history.split(",") if w.strip()]
+    report = [bench_table(*table, trainers, history_trainers, windows) for table in guest_tables(args.data)]
+    models = trainers + [t + HISTORY for t in history_trainers]
+    text = markdown(report, models)
     print(text)
     summary = ["", "| trainer | tables with MAE <= 0.8 x best baseline | median ratio | worst ratio |",
                "|---|---:|---:|---:|"]
-    for trainer in trainers:
+    for trainer in models:
         ratios = [t["results"][trainer].get("ratio_to_best_baseline") for t in report]
         ratios = [r for r in ratios if r is not None]
         if ratios:

@@ -316,10 +316,17 @@ class FeatureSet(_Model):
             CEL: [cel("self.all(k, k.matches('" + JOIN_VALUE.replace("\\", "\\\\") + "') && size(k) <= 253)",
                       "join keys: at most 253 characters, no ',', '=' or white space")]})] = {}
 
+    history_seconds: Annotated[list[Annotated[int, Field(ge=5, le=3600)]] | None, Field(
+        description="Windows (seconds) of the history inputs: the mean and the largest busy CPU time over each "
+                    "(the trainer's --history, docs/vm-models.md).",
+        min_length=1, max_length=4, json_schema_extra={"x-kubernetes-list-type": "set"})] = None
+
     @model_validator(mode="after")
     def _one_source(self) -> FeatureSet:
         if (self.preset is None) == (self.file is None):
             raise ValueError("set exactly one of preset or file")
+        if self.history_seconds and len(set(self.history_seconds)) != len(self.history_seconds):
+            raise ValueError("historySeconds: each window at most once")
         return self
 
 

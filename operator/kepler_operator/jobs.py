@@ -236,12 +236,14 @@ def train_command(spec: api.TrainingPipelineSpec) -> list[str]:
 
 
 def _feature_set_args(feature_set: api.FeatureSet | None) -> list[str]:
-    """`--features` (a preset, or the file on the pipeline's volume) and `--join-map` pairs."""
+    """`--features` (a preset, or the file on the pipeline's volume), `--join-map` pairs and `--history`."""
     if feature_set is None:
         return []
     args = ["--features", feature_set.preset or _volume_path(feature_set.file)]
     if feature_set.join_map:  # values carry no ',' or '=' (api.JoinValue): the list cannot be split wrongly
         args += ["--join-map", ",".join(f"{k}={v}" for k, v in sorted(feature_set.join_map.items()))]
+    if feature_set.history_seconds:
+        args += ["--history", ",".join(str(w) for w in feature_set.history_seconds)]
     return args
 
 

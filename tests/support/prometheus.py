@@ -206,10 +206,10 @@ def parse_query_args(*argv: str):
     """Options as `kepler-model query` parses them (the Prometheus group, plus -o)."""
     import argparse
 
-    from kepler_trainer import prom
+    from kepler_trainer.cli import add_prometheus_arguments
 
     parser = argparse.ArgumentParser()
-    prom.add_prometheus_arguments(parser)
+    add_prometheus_arguments(parser)
     parser.add_argument("-o", "--output", default="output")
     return parser.parse_args(list(argv))
 

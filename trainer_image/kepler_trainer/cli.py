@@ -5,17 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 import traceback
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kepler_contract.vocabulary import EXTRACTORS, ISOLATORS, OUTPUT_TYPES, SPLITS, TUNINGS
 
 from . import __version__
-from .errors import ConfigError, InputError, KeplerModelError, TooFewSamplesError
+from .errors import ConfigError, InputError, KeplerModelError, PrometheusQueryError, TooFewSamplesError
 from .features import DEFAULT_FEATURE_GROUPS, FEATURE_GROUPS, energy_source, output_type, pipeline_name_problem
 
 # The scientific stack (pandas, scikit-learn, skops, scipy) takes seconds to import on a busy node:
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     from .checks import InputReport
     from .data import QueryResult
     from .pipeline import Trained, TrainSettings
+    from .prom import PromSettings
 
 TERMINATION_LOG_LIMIT = 4096
 DEFAULT_PIPELINE = "std_v0.7.11"
@@ -77,7 +80,7 @@ def _load_inputs(args, progress: Progress) -> QueryResult:
 
     paths = _input_paths(args)  # raises when there is neither -i nor -s
     if not paths:
-        settings = prom.settings_from_args(args)
+        settings = settings_from_args(args)
         progress.stage(f"querying {settings.url}")
         return prom.fetch(settings)
     merged = QueryResult()
@@ -153,7 +156,7 @@ def _idle_window(args) -> QueryResult:
         raise ConfigError("--profile-start-time needs --profile-end-time and -s (the Prometheus to query)")
     window = argparse.Namespace(**{**vars(args), "start_time": args.profile_start_time,
                                    "end_time": args.profile_end_time, "step": args.profile_step or args.step})
-    return prom.fetch(prom.settings_from_args(window))
+    return prom.fetch(settings_from_args(window))
 
 
 def _machine_spec(args) -> dict | None:
@@ -209,9 +212,9 @@ def cmd_train(args, progress: Progress) -> dict:
     progress.stage("training")
     fits = len(groups) * len(sources) * (len(abs_trainers) + len(dyn_trainers))
     with output_errors(_model_path(args)):
-        summary = run(extracted, settings, _model_path(args), progress.counter(fits))
+        published = run(extracted, settings, _model_path(args), progress.counter(fits))
+    summary, results = published.summary, published.results
     summary["input_checks"] = settings.input_checks
-    results = summary.pop("results")
     progress.stage(f"published {summary['path']} ({summary['models']} models, {summary['skipped']} skipped)")
     _print_best(results)
     return summary
@@ -219,7 +222,7 @@ def cmd_train(args, progress: Progress) -> dict:
 
 def cmd_train_features(args, progress: Progress) -> dict:
     """`train --features`: a PromQL feature set, from Prometheus (-s) or a query dump (-i)."""
-    from . import featuresets, prom, train_features
+    from . import featuresets, train_features
     from .checks import check_input, prometheus_counter
     from .trainers import trainer_names
 
@@ -227,12 +230,14 @@ def cmd_train_features(args, progress: Progress) -> dict:
         raise ConfigError("--label-filter/--label-equals do not apply to --features: the feature set's selectors "
                           "and join say which series count (docs/vm-models.md)")
     feature_set = featuresets.load(args.features, featuresets.parse_mapping(args.join_map or ""))
+    if getattr(args, "history", None):
+        feature_set = featuresets.with_history(feature_set, args.history)
     paths = _input_paths(args)
     abs_trainers, dyn_trainers = trainer_names(args.abs_trainers), trainer_names(args.dyn_trainers)
     if paths:
         result = _load_inputs(args, progress)
     else:
-        settings = prom.settings_from_args(args)
+        settings = settings_from_args(args)
         progress.stage(f"querying {settings.url} for feature set {feature_set.name}")
         result = featuresets.fetch(settings, feature_set)
     result, checks = check_input(result, is_counter=prometheus_counter)
@@ -246,8 +251,8 @@ def cmd_train_features(args, progress: Progress) -> dict:
     settings.input_checks = checks.as_dict()
     progress.stage("training")
     fits = len(extracted.power) * (len(abs_trainers) + len(dyn_trainers))
-    summary = train_features.run(extracted, feature_set, settings, _model_path(args), progress.counter(fits))
-    results = summary.pop("results")
+    published = train_features.run(extracted, feature_set, settings, _model_path(args), progress.counter(fits))
+    summary, results = published.summary, published.results
     progress.stage(f"published {summary['path']} ({summary['models']} models, {summary['skipped']} skipped)")
     _print_best(results)
     summary["input_checks"] = settings.input_checks
@@ -361,9 +366,9 @@ def cmd_train_from_data(args, progress: Progress) -> dict:
     table = Table(source.name, group, ot, features, power, data[keys + features + power])
     settings = _settings(args, [source], [group], trainers if ot is OutputType.ABS else [],
                          trainers if ot is OutputType.DYN else [])
-    summary = train_and_publish([table], settings, _model_path(args), [], progress.counter(len(trainers)))
-    _print_best(summary.pop("results"))
-    return summary
+    published = train_and_publish([table], settings, _model_path(args), [], progress.counter(len(trainers)))
+    _print_best(published.results)
+    return published.summary
 
 
 def cmd_report(args, progress: Progress) -> dict:
@@ -392,10 +397,8 @@ def cmd_report(args, progress: Progress) -> dict:
 
 
 def cmd_query(args, progress: Progress) -> dict:
-    from . import prom
-
     progress.stage("querying Prometheus")
-    return prom.run_query(args, _data_path(args))
+    return run_query(args, _data_path(args))
 
 
 def cmd_serve(args, progress: Progress) -> dict:
@@ -448,11 +451,11 @@ def _training(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--isolator", default="min", choices=ISOLATORS,
                    help="how idle power is removed for DynPower models (default: min)")
     t.add_argument("--profile", default=None, help="query output of the idle machine (isolator 'profile')")
-    t.add_argument("--profile-start-time", type=_time, default=None,
+    t.add_argument("--profile-start-time", type=parse_time, default=None,
                    help="instead of --profile: query the idle machine from -s over this window (with "
                    "--profile-end-time; the same label filters)")
-    t.add_argument("--profile-end-time", type=_time, default=None, help="end of the idle window")
-    t.add_argument("--profile-step", type=_duration, default=None, help="step of the idle window (default: --step)")
+    t.add_argument("--profile-end-time", type=parse_time, default=None, help="end of the idle window")
+    t.add_argument("--profile-step", type=parse_seconds, default=None, help="step of the idle window (default: --step)")
     t.add_argument("--abs-trainers", default="default", help="AbsPower trainers, comma list (e.g. "
                    "LinearRegression,GradientBoostingRegressor,XgboostFit); 'default': upstream's ten; 'all': "
                    "also HistGradientBoosting, MonotonicHistGradientBoosting, ExtraTrees (more accurate, bigger)")
@@ -465,6 +468,9 @@ def _training(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--join-map", default=None, metavar="F=T,...",
                    help="with --features: feature-side label value = target-side value, e.g. the guest's "
                    "instance=the host's vm_id")
+    t.add_argument("--history", default=None, metavar="SECONDS,...",
+                   help="with --features: add inputs from the machine's recent past, the mean and the largest "
+                   "busy CPU time over each window, e.g. 15,60,180 (docs/vm-models.md)")
     t.add_argument("--onnx", action=argparse.BooleanOptionalAction, default=True,
                    help="with --features: export every convertible model to ONNX, checked against the "
                    "native model (default: on)")
@@ -485,18 +491,6 @@ def _training(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--lock-timeout", type=_non_negative_seconds, default=3600.0,
                    help="seconds to wait while another run publishes the same pipeline; then exit 12 "
                    "(default: 3600)")
-
-
-def _time(text: str) -> float:
-    from . import prom
-
-    return prom.parse_time(text)
-
-
-def _duration(text: str) -> float:
-    from . import prom
-
-    return prom.parse_seconds(text)
 
 
 def _non_negative_seconds(text: str) -> float:
@@ -528,9 +522,161 @@ def _report(parser: argparse.ArgumentParser) -> None:
 
 
 def _prometheus(parser: argparse.ArgumentParser) -> None:
-    from . import prom  # requests and pydantic only
+    add_prometheus_arguments(parser)
 
-    prom.add_prometheus_arguments(parser)
+
+# -- Prometheus options -> prom.PromSettings ------------------------------------------------------------
+
+def parse_time(text: str) -> float:
+    """An argparse type: `prom.parse_time`, its ValueError as argparse's own message."""
+    from . import prom
+
+    return _argument_type(prom.parse_time, text)
+
+
+def parse_seconds(text: str) -> float:
+    """An argparse type: `prom.parse_seconds`, its ValueError as argparse's own message."""
+    from . import prom
+
+    return _argument_type(prom.parse_seconds, text)
+
+
+def _argument_type(parse: Callable[[str], float], text: str) -> float:
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _label_filter(text: str) -> str:
+    """Checked at parse time, kept as text: parsed arguments stay JSON (train_arguments.json records them)."""
+    from .prom import LabelMatcher
+
+    try:
+        return str(LabelMatcher.parse(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).splitlines()[0]) from None
+
+
+def _label_equals(text: str) -> str:
+    """`K=V` as an equality matcher whatever V holds; checked at parse time, kept as text."""
+    from .prom import LabelMatcher
+
+    try:
+        LabelMatcher.equals(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def add_prometheus_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of every command that reads from Prometheus (query, and train/estimate with -s)."""
+    from .prom import DEFAULT_SERVER
+
+    group = parser.add_argument_group("Prometheus")
+    group.add_argument("-s", "--server", default=os.environ.get("PROM_SERVER", DEFAULT_SERVER),
+                       help="Prometheus URL (default: $PROM_SERVER or %(default)s)")
+    group.add_argument("--interval", type=parse_seconds, default=os.environ.get("PROM_QUERY_INTERVAL", "300"),
+                       help="window length ending now, seconds or e.g. 1h (default: $PROM_QUERY_INTERVAL or 300)")
+    group.add_argument("--start-time", type=parse_time, default=None,
+                       help="window start, UTC %%Y-%%m-%%dT%%H:%%M:%%SZ or unix seconds")
+    group.add_argument("--end-time", type=parse_time, default=None,
+                       help="window end (default: now, or start + interval)")
+    group.add_argument("--step", type=parse_seconds, default=os.environ.get("PROM_QUERY_STEP", "3"),
+                       help="evaluation step in seconds (default: $PROM_QUERY_STEP or 3)")
+    group.add_argument("--metric-prefix", default="kepler_", help="metric name prefix (default: %(default)s)")
+    group.add_argument("--label-filter", type=_label_filter, action="append", default=[], metavar="K=V",
+                       help="only series with this label (repeatable; also K!=V, K=~RE, K!~RE), e.g. "
+                            "instance=node-1:9102 when several Kepler exporters share one Prometheus")
+    group.add_argument("--label-equals", type=_label_equals, action="append", default=[], metavar="K=V",
+                       help="only series whose label K equals V, V taken verbatim (repeatable): what the "
+                            "operator passes, so a value such as '~.*' stays a literal")
+    group.add_argument("-tm", "--thirdparty-metrics", nargs="+", action="extend", metavar="METRIC", default=None,
+                       help="extra metric names to fetch (default: $PROM_THIRDPARTY_METRICS)")
+    group.add_argument("--benchmark", metavar="FILE", default=None,
+                       help="JSON file whose startTimeUTC/endTimeUTC give the window (or a CPE Benchmark)")
+    group.add_argument("--bearer-token-file",
+                       default=os.environ.get("PROM_BEARER_TOKEN_FILE") or None,
+                       help="file holding a bearer token, e.g. a mounted service-account token")
+    group.add_argument("--ca-file", default=os.environ.get("PROM_CA_FILE") or None,
+                       help="CA bundle that signs the server's certificate")
+    group.add_argument("--insecure-skip-tls-verify", action="store_true",
+                       default=os.environ.get("PROM_SSL_DISABLE", "").lower() == "true",
+                       help="do not verify the server's certificate")
+    group.add_argument("--timeout", type=parse_seconds, default=120.0, help="per request, seconds (default: 120)")
+    group.add_argument("--retries", type=int, default=3,
+                       help="retries with backoff on connection errors and 5xx (default: 3)")
+    group.add_argument("--concurrency", type=int, default=4, help="requests in flight (default: 4)")
+
+
+def settings_from_args(args: argparse.Namespace) -> PromSettings:
+    """Resolve the window (start/end > --benchmark file > last --interval) and validate everything;
+    a refused value is the one-line error of its kind (errors.py), as for every other option."""
+    from .prom import LabelMatcher, PromSettings
+
+    start, end = _window_from_args(args)
+    try:
+        matchers = [LabelMatcher.parse(text) for text in args.label_filter or ()]
+        matchers += [LabelMatcher.equals(text) for text in getattr(args, "label_equals", None) or ()]
+        return PromSettings(
+            server=args.server, start=start, end=end, step=args.step, metric_prefix=args.metric_prefix,
+            label_filters=tuple(matchers), thirdparty_metrics=_thirdparty(args.thirdparty_metrics),
+            bearer_token_file=args.bearer_token_file, ca_file=args.ca_file,
+            insecure_skip_tls_verify=args.insecure_skip_tls_verify, timeout=args.timeout,
+            retries=args.retries, concurrency=args.concurrency)
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        raise _settings_error(exc) from None
+
+
+def _thirdparty(given: list[str] | None) -> tuple[str, ...]:
+    # default None, not the environment's list: argparse's "extend" appends to a default in place
+    items = given if given is not None else [
+        item for item in re.split(r"[,\s]+", os.environ.get("PROM_THIRDPARTY_METRICS", "")) if item]
+    return tuple(dict.fromkeys(m for item in items for m in item.split(",") if m))
+
+
+def _settings_error(exc: ValueError) -> KeplerModelError:
+    errors = getattr(exc, "errors", lambda: [])()
+    message = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'window'}: {e['msg'].removeprefix('Value error, ')}"
+                        for e in errors) or str(exc)
+    if any(not e["loc"] for e in errors):  # the window check: Prometheus would answer 400 for it
+        return PrometheusQueryError(message)
+    return InputError(f"invalid Prometheus settings: {message}")
+
+
+def _window_from_args(args: argparse.Namespace) -> tuple[float, float]:
+    from .prom import parse_seconds as seconds, read_window
+
+    now = datetime.now(UTC).timestamp()
+    interval = seconds(args.interval)
+    if args.start_time is not None or args.end_time is not None:
+        end = args.end_time if args.end_time is not None else (
+            min(now, args.start_time + interval) if args.start_time is not None else now)
+        start = args.start_time if args.start_time is not None else end - interval
+    elif args.benchmark:
+        start, end = read_window(_benchmark_file(args.benchmark, getattr(args, "data_path", None)))
+    else:
+        start, end = now - interval, now
+    return round(start, 3), round(end, 3)
+
+
+def _benchmark_file(name: str, data_path: str | Path | None) -> Path:
+    given = Path(name)
+    candidates = [given]
+    if data_path is not None:
+        candidates += [Path(data_path) / given, Path(data_path) / f"{given}.json"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise InputError(f"benchmark file {name!r} not found (looked for {', '.join(map(str, candidates))})")
+
+
+def run_query(args: argparse.Namespace, data_path: Path) -> dict:
+    """`kepler-model query`: fetch the window and write the query JSON atomically; a summary back."""
+    from . import prom
+
+    settings = settings_from_args(args)
+    return prom.write_query(settings, prom.output_path(getattr(args, "output", None) or "output", Path(data_path)))
 
 
 def cmd_exporter(args, progress: Progress) -> dict:

@@ -1,7 +1,7 @@
 """The in-memory form of a Prometheus range-query result, shared by every data source.
 
 A query result maps each metric name to its series; each series holds its label set and two
-aligned float64 arrays. The JSON loader (`promjson`) and the Prometheus client (`prom`) both
+aligned float64 arrays. The query files (`promjson.load`) and Prometheus (`prom.fetch`) both
 produce this, so `train` and `estimate` never care where their data came from.
 """
 

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from . import history
 from .data import QueryResult, Series
 from .errors import ConfigError, InputError, NoPowerMetricsError
 from .extract import KEYS, Extracted, counter_rates
@@ -86,6 +87,34 @@ class Join(BaseModel):
         return re.sub(r":\d+$", "", value) if self.ignore_port else value
 
 
+class History(BaseModel):
+    """Inputs from the machine's own recent past (history.py): trailing-window statistics of its busy CPU
+    time (the sum of the `cpu_busy` features) over the last `windows` seconds."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    windows: list[int] = Field(min_length=1, max_length=4, description="window lengths in seconds (5-3600)")
+    stats: list[Literal["mean", "max"]] = Field(default=["mean", "max"], min_length=1, max_length=2)
+
+    @field_validator("windows")
+    @classmethod
+    def _windows(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value) or not all(5 <= w <= 3600 for w in value):
+            raise ValueError("windows: distinct lengths between 5 and 3600 seconds")
+        return value
+
+    @field_validator("stats")
+    @classmethod
+    def _stats(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("stats: each at most once")
+        return value
+
+    @property
+    def inputs(self) -> list[str]:
+        return history.input_names(self.windows, list(self.stats))
+
+
 class FeatureSet(BaseModel):
     """A named set of PromQL features, per-zone PromQL targets and the join between them."""
 
@@ -97,6 +126,7 @@ class FeatureSet(BaseModel):
     features: dict[str, Feature] = Field(min_length=1, max_length=64)
     targets: dict[str, Target] = Field(min_length=1, max_length=len(ZONES))
     join: Join = Field(default_factory=Join)
+    history: History | None = Field(None, description="add trailing-window inputs of the busy CPU time")
 
     @field_validator("features")
     @classmethod
@@ -118,7 +148,15 @@ class FeatureSet(BaseModel):
     def _busy(self) -> FeatureSet:
         if not self.busy_features:
             raise ValueError("no feature has cpu_busy: true (idle rows, hence the idle bias, are defined by it)")
+        clash = sorted(set(self.history.inputs) & set(self.features)) if self.history else []
+        if clash:
+            raise ValueError(f"feature name {clash[0]!r} is taken by a history input")
         return self
+
+    @property
+    def input_names(self) -> list[str]:
+        """The model's inputs in order: the features alphabetically, then the history inputs."""
+        return sorted(self.features) + (self.history.inputs if self.history else [])
 
     @property
     def busy_features(self) -> list[str]:
@@ -185,6 +223,15 @@ def load(name_or_path: str, mapping: dict[str, str] | None = None) -> FeatureSet
         join = feature_set.join.model_copy(update={"mapping": {**feature_set.join.mapping, **mapping}})
         feature_set = feature_set.model_copy(update={"join": join})
     return feature_set
+
+
+def with_history(feature_set: FeatureSet, windows: str) -> FeatureSet:
+    """The set with history inputs over these windows (`15,60,180`: seconds; `--history` on the command line)."""
+    try:
+        seconds = [int(w) for w in windows.split(",") if w.strip()]
+    except ValueError:
+        raise ConfigError(f"--history {windows!r}: window lengths in whole seconds, e.g. 15,60,180") from None
+    return parse({**feature_set.model_dump(), "history": {"windows": seconds}}, f"feature set {feature_set.name}")
 
 
 def _read_regular(path: Path) -> str:
@@ -316,9 +363,13 @@ def fetch(settings, feature_set: FeatureSet) -> QueryResult:
 
 
 def manifest_inputs(feature_set: FeatureSet, features: list[str]) -> list[dict]:
-    """The model's inputs in order, each with its PromQL, how it becomes a number, and its unit."""
+    """The model's inputs in order, each with its PromQL, how it becomes a number, and its unit; a history
+    input says which inputs it sums, over how many seconds and with which statistic."""
     out = []
     for name in features:
+        if name not in feature_set.features:
+            out.append(_history_input(feature_set, name))
+            continue
         f = feature_set.features[name]
         out.append({"name": name, "promql": f.query, "kind": f.kind, "unit": f.unit, "scale": f.scale,
                     "transform": (f"sum by ({feature_set.join.feature_label}) (rate({f.query}[step]))"
@@ -326,3 +377,15 @@ def manifest_inputs(feature_set: FeatureSet, features: list[str]) -> list[dict]:
                                   f"sum by ({feature_set.join.feature_label}) ({f.query})")
                     + (f" * {f.scale:g}" if f.scale != 1 else "")})
     return out
+
+
+def _history_input(feature_set: FeatureSet, name: str) -> dict:
+    assert feature_set.history is not None and name in feature_set.history.inputs, name
+    busy = feature_set.busy_features
+    stat, seconds = next((s, w) for w in feature_set.history.windows for s in feature_set.history.stats
+                         if history.input_name(s, w) == name)
+    function = {"mean": "avg_over_time", "max": "max_over_time"}[stat]
+    return {"name": name, "kind": "history", "unit": feature_set.features[busy[0]].unit,
+            "history": {"of": busy, "stat": stat, "window_seconds": seconds},
+            "transform": f"{function}(({' + '.join(busy)})[{seconds}s]) over this machine's samples of this run "
+                         "(the current one included)"}

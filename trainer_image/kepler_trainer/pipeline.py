@@ -525,9 +525,18 @@ def _weights_path(result: Trained | None, node_type: int) -> str | None:
     return f"{result.table.group}/{model_name(result, node_type)}"
 
 
+@dataclass(frozen=True)
+class Published:
+    """What a training run published: `summary` is the JSON of the run summary (the termination log's
+    body, read back by `kepler_contract.summary.parse_summary`); `results` every fit, in memory only."""
+
+    summary: dict
+    results: list[Trained]
+
+
 def run(extracted: Extracted, settings: TrainSettings, model_path: Path,
-        progress: Callable[[Trained], None] = lambda t: None) -> dict:
-    """Plan, train, gate and publish; returns the run summary."""
+        progress: Callable[[Trained], None] = lambda t: None) -> Published:
+    """Plan, train, gate and publish; returns what was published and every fit."""
     tables, skipped_groups = plan(extracted, settings)
     if not tables or all(len(t.data) < MIN_ROWS for t in tables):
         most = max((len(t.data) for t in tables), default=0)
@@ -537,7 +546,7 @@ def run(extracted: Extracted, settings: TrainSettings, model_path: Path,
 
 
 def train_and_publish(tables: list[Table], settings: TrainSettings, model_path: Path, skipped_groups: list[dict],
-                      progress: Callable[[Trained], None] = lambda t: None) -> dict:
+                      progress: Callable[[Trained], None] = lambda t: None) -> Published:
     """Train into a hidden copy of the pipeline; publish it only if something worth publishing came out."""
     results: list[Trained] = []
 
@@ -558,7 +567,8 @@ def train_and_publish(tables: list[Table], settings: TrainSettings, model_path: 
         report.write_pipeline_report(folder)
 
     final = publish(model_path, settings.pipeline_name, build, settings.lock_timeout)
-    return {"pipeline": settings.pipeline_name, "path": str(final), "archive": str(final) + ".zip",
-            "report": str(final / report.REPORT_FILE),
-            "models": sum(r.ok for r in results), "skipped": sum(not r.ok for r in results),
-            "best": best_models(results, settings.node_type, settings.max_mae), "results": results}
+    summary = {"pipeline": settings.pipeline_name, "path": str(final), "archive": str(final) + ".zip",
+               "report": str(final / report.REPORT_FILE),
+               "models": sum(r.ok for r in results), "skipped": sum(not r.ok for r in results),
+               "best": best_models(results, settings.node_type, settings.max_mae)}
+    return Published(summary, results)

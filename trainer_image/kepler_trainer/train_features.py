@@ -10,22 +10,28 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from . import featuresets
+import pandas as pd
+
+from . import featuresets, history
 from .errors import TooFewSamplesError
 from .extract import Extracted
 from .features import EnergySource, OutputType
 from .isolate import make_isolator
-from .pipeline import MIN_ROWS, Table, TrainSettings, train_and_publish
+from .pipeline import MIN_ROWS, Published, Table, TrainSettings, train_and_publish
 
 
 def plan(extracted: Extracted, feature_set: featuresets.FeatureSet, settings: TrainSettings) -> list[Table]:
-    features = sorted(feature_set.features)
+    features = feature_set.input_names
     tables = []
     for source, zones in feature_set.sources().items():
         if source not in extracted.power:
             continue
-        data = extracted.table(features, source, smooth=settings.extractor == "smooth")
+        data = extracted.table(sorted(feature_set.features), source, smooth=settings.extractor == "smooth")
         data.insert(2, "node_type", settings.node_type)
+        if feature_set.history:
+            past = history.columns(data, feature_set.busy_features, feature_set.history.windows,
+                                   list(feature_set.history.stats))
+            data = pd.concat([data, past], axis=1)
         power = [f"{z}_power" for z in zones]
         absolute = Table(source, feature_set.name, OutputType.ABS, features, power, data,
                          busy=feature_set.busy_features)
@@ -42,12 +48,12 @@ def sources(feature_set: featuresets.FeatureSet) -> list[EnergySource]:
 
 
 def run(extracted: Extracted, feature_set: featuresets.FeatureSet, settings: TrainSettings, model_path: Path,
-        progress: Callable = lambda t: None) -> dict:
+        progress: Callable = lambda t: None) -> Published:
     tables = plan(extracted, feature_set, settings)
     if not tables or all(len(t.data) < MIN_ROWS for t in tables):
         most = max((len(t.data) for t in tables), default=0)
         raise TooFewSamplesError(f"feature set {feature_set.name!r}: the largest joined table has {most} rows (need "
                                  f"at least {MIN_ROWS}); check the window and the join "
                                  f"({feature_set.join.feature_label} -> {feature_set.join.target_label})")
-    settings.inputs = featuresets.manifest_inputs(feature_set, sorted(feature_set.features))
+    settings.inputs = featuresets.manifest_inputs(feature_set, feature_set.input_names)
     return train_and_publish(tables, settings, model_path, [], progress)

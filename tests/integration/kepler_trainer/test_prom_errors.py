@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from kepler_trainer import prom
+from kepler_trainer import cli, prom
 from kepler_trainer.errors import (
     InputError,
     NoKeplerMetricsError,
@@ -54,7 +54,7 @@ def test_unreachable_server_fails_fast_with_the_reason():
     url = f"http://127.0.0.1:{free_port()}"
     began = time.monotonic()
     with pytest.raises(PrometheusUnreachableError) as exc:
-        prom.fetch(prom.settings_from_args(small_args(url, "--retries", "1")))
+        prom.fetch(cli.settings_from_args(small_args(url, "--retries", "1")))
     assert time.monotonic() - began < 10
     message = one_line(exc)
     assert url in message and "Connection refused" in message
@@ -63,7 +63,7 @@ def test_unreachable_server_fails_fast_with_the_reason():
 
 def test_5xx_answers_are_retried_with_backoff(small_prometheus, proxy_factory):
     proxy = proxy_factory(small_prometheus.url, fail_first=2)
-    result = prom.fetch(prom.settings_from_args(small_args(proxy.url, "--retries", "3", "--concurrency", "1")))
+    result = prom.fetch(cli.settings_from_args(small_args(proxy.url, "--retries", "3", "--concurrency", "1")))
     assert_matches_backfill(result, SMALL.series(), SMALL.start, SMALL.end, SMALL.step)
     assert [status for _, status in proxy.requests[:3]] == [503, 503, 200]
 
@@ -71,7 +71,7 @@ def test_5xx_answers_are_retried_with_backoff(small_prometheus, proxy_factory):
 def test_5xx_after_the_last_retry_means_unreachable(small_prometheus, proxy_factory):
     proxy = proxy_factory(small_prometheus.url, fail_first=10**6, status=502)
     with pytest.raises(PrometheusUnreachableError, match="HTTP 502") as exc:
-        prom.fetch(prom.settings_from_args(small_args(proxy.url, "--retries", "2")))
+        prom.fetch(cli.settings_from_args(small_args(proxy.url, "--retries", "2")))
     one_line(exc)
     assert len(proxy.requests) == 3  # the first try and two retries, then no more
 
@@ -81,57 +81,57 @@ def test_bearer_token_from_a_file(small_prometheus, proxy_factory, tmp_path):
     token = tmp_path / "token"
     token.write_text("s3cr3t-token\n")  # mounted service-account tokens may end with a newline
 
-    result = prom.fetch(prom.settings_from_args(small_args(proxy.url, "--bearer-token-file", str(token))))
+    result = prom.fetch(cli.settings_from_args(small_args(proxy.url, "--bearer-token-file", str(token))))
     assert result.sample_count > 0 and all(status == 200 for _, status in proxy.requests)
 
     with pytest.raises(PrometheusQueryError, match="HTTP 401") as exc:
-        prom.fetch(prom.settings_from_args(small_args(proxy.url)))
+        prom.fetch(cli.settings_from_args(small_args(proxy.url)))
     assert "s3cr3t" not in one_line(exc) and exc.value.exit_code == 9
 
     token.write_text("wrong")
     with pytest.raises(PrometheusQueryError, match="HTTP 401"):
-        prom.fetch(prom.settings_from_args(small_args(proxy.url, "--bearer-token-file", str(token))))
+        prom.fetch(cli.settings_from_args(small_args(proxy.url, "--bearer-token-file", str(token))))
     with pytest.raises(InputError, match="cannot read bearer token file"):
-        prom.fetch(prom.settings_from_args(small_args(proxy.url, "--bearer-token-file", str(tmp_path / "none"))))
+        prom.fetch(cli.settings_from_args(small_args(proxy.url, "--bearer-token-file", str(tmp_path / "none"))))
 
 
 def test_tls_is_verified_against_a_ca_bundle_unless_told_otherwise(prometheus_factory):
     handle = prometheus_factory(openmetrics=SMALL, tls=True)
     assert handle.url.startswith("https://")
     with pytest.raises(PrometheusUnreachableError, match="certificate verify failed"):
-        prom.fetch(prom.settings_from_args(small_args(handle.url, "--retries", "0")))
+        prom.fetch(cli.settings_from_args(small_args(handle.url, "--retries", "0")))
     for extra in (["--ca-file", str(handle.ca_file)], ["--insecure-skip-tls-verify"]):
-        settings = prom.settings_from_args(small_args(handle.url, *extra))
+        settings = cli.settings_from_args(small_args(handle.url, *extra))
         assert_matches_backfill(prom.fetch(settings), SMALL.series(), SMALL.start, SMALL.end, SMALL.step)
 
 
 def test_a_query_prometheus_rejects_is_a_query_error(small_prometheus):
     with pytest.raises(PrometheusQueryError, match="HTTP 400") as exc:
-        prom.fetch(prom.settings_from_args(small_args(small_prometheus.url, "--label-filter", "instance=~(")))
+        prom.fetch(cli.settings_from_args(small_args(small_prometheus.url, "--label-filter", "instance=~(")))
     assert "missing closing )" in one_line(exc)
 
 
 def test_no_metric_with_the_prefix(small_prometheus):
     with pytest.raises(NoKeplerMetricsError, match="no metric named nothing_\\*") as exc:
-        prom.fetch(prom.settings_from_args(small_args(small_prometheus.url, "--metric-prefix", "nothing_")))
+        prom.fetch(cli.settings_from_args(small_args(small_prometheus.url, "--metric-prefix", "nothing_")))
     assert exc.value.exit_code == 4
 
 
 def test_a_window_before_the_data_has_no_metrics(small_prometheus):
     args = window_args(small_prometheus.url, SMALL.start - 86400, SMALL.start - 86400 + 600)
     with pytest.raises(NoKeplerMetricsError):
-        prom.fetch(prom.settings_from_args(args))
+        prom.fetch(cli.settings_from_args(args))
 
 
 def test_a_window_of_one_point_is_too_few_samples(small_prometheus):
     args = window_args(small_prometheus.url, SMALL.start + 30, SMALL.start + 31)
     with pytest.raises(TooFewSamplesError, match="1 point") as exc:
-        prom.fetch(prom.settings_from_args(args))
+        prom.fetch(cli.settings_from_args(args))
     assert exc.value.exit_code == 6
 
 
 def test_third_party_metrics_are_fetched_by_name(small_prometheus):
-    settings = prom.settings_from_args(small_args(small_prometheus.url, "--metric-prefix", "kepler_node_",
+    settings = cli.settings_from_args(small_args(small_prometheus.url, "--metric-prefix", "kepler_node_",
                                                   "-tm", "kepler_container_cpu_instructions_total,up"))
     names = set(prom.fetch(settings).metrics)
     assert "kepler_container_cpu_instructions_total" in names
@@ -144,6 +144,6 @@ def test_nothing_is_written_when_the_query_fails(tmp_path):
     previous.write_text('{"kept": []}')
     args = small_args(f"http://127.0.0.1:{free_port()}", "--retries", "0")
     with pytest.raises(PrometheusUnreachableError):
-        prom.run_query(args, tmp_path)
+        cli.run_query(args, tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["output.json"]
     assert previous.read_text() == '{"kept": []}'

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from kepler_trainer import prom
+from kepler_trainer import cli, prom
 from tests.support.prometheus import parse_query_args, wait_scraped
 
 pytestmark = pytest.mark.prometheus
@@ -22,7 +22,7 @@ def test_live_counters_come_back_as_scraped(session_prometheus):
     time.sleep(2.5)  # at least two scrapes after the last tick
     wait_scraped(env.handle, "kepler-live", samples=4)
 
-    settings = prom.settings_from_args(parse_query_args("-s", env.url, "--interval", "1m", "--step", "1",
+    settings = cli.settings_from_args(parse_query_args("-s", env.url, "--interval", "1m", "--step", "1",
                                                         "--label-filter", "job=kepler-live"))
     result = prom.fetch(settings)
 
@@ -49,4 +49,4 @@ def test_an_exporter_is_not_a_prometheus(session_prometheus):
 
     url = f"http://{session_prometheus.exporter.address}"
     with pytest.raises(PrometheusQueryError, match="did not answer like Prometheus"):
-        prom.fetch(prom.settings_from_args(parse_query_args("-s", url, "--interval", "1m")))
+        prom.fetch(cli.settings_from_args(parse_query_args("-s", url, "--interval", "1m")))

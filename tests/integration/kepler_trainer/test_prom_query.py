@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kepler_trainer import prom, promjson
+from kepler_trainer import cli, prom, promjson
 from kepler_trainer.errors import PrometheusQueryError
 from tests.support.openmetrics import LOOKBACK_S, assert_matches_backfill, recent_end, training_window
 from tests.support.prometheus import parse_query_args, query_args as window_args
@@ -20,11 +20,11 @@ pytestmark = pytest.mark.prometheus
 def test_a_day_at_3s_is_chunked_and_written_sample_for_sample(session_prometheus, tmp_path):
     data = session_prometheus.data
     args = window_args(session_prometheus.url, data.start, data.end, "-o", "day")
-    settings = prom.settings_from_args(args)
+    settings = cli.settings_from_args(args)
     assert settings.points > 2 * prom.MAX_POINTS_PER_SERIES  # the window needs three chunks
     assert len(prom.chunk_windows(settings)) == 3
 
-    summary = prom.run_query(args, tmp_path)
+    summary = cli.run_query(args, tmp_path)
 
     assert summary["path"] == str(tmp_path / "day.json")
     written = promjson.load(summary["path"])  # the file `train -i` reads
@@ -39,7 +39,7 @@ def test_resets_and_gaps_come_through_as_they_are(session_prometheus):
     data = session_prometheus.data
     node_a = data.exporters[0]
     (gap_first, gap_stop), = node_a.gaps
-    settings = prom.settings_from_args(window_args(session_prometheus.url, data.start, data.end,
+    settings = cli.settings_from_args(window_args(session_prometheus.url, data.start, data.end,
                                                    "--label-filter", f"instance={node_a.instance}"))
     result = prom.fetch(settings, metric_filter={"kepler_node_package_joules_total"})
 
@@ -65,7 +65,7 @@ def test_label_filters_keep_two_exporters_apart(session_prometheus, matcher, ins
     data = session_prometheus.data
     node_b = data.exporters[1]
     start = node_b.start
-    settings = prom.settings_from_args(window_args(session_prometheus.url, start, data.end,
+    settings = cli.settings_from_args(window_args(session_prometheus.url, start, data.end,
                                                    "--label-filter", matcher, "--label-filter", "job=kepler-exporter"))
     result = prom.fetch(settings)
     raws = [s for s in data.series() if s.labels["instance"] in instances]
@@ -76,7 +76,7 @@ def test_label_filters_keep_two_exporters_apart(session_prometheus, matcher, ins
 def test_chunk_size_and_concurrency_do_not_change_the_answer(session_prometheus):
     data = session_prometheus.data
     node_b = data.exporters[1]
-    base = prom.settings_from_args(window_args(session_prometheus.url, node_b.start, node_b.start + 3600,
+    base = cli.settings_from_args(window_args(session_prometheus.url, node_b.start, node_b.start + 3600,
                                                "--label-filter", f"instance={node_b.instance}"))
     wanted = {"kepler_node_package_joules_total", "kepler_container_cpu_instructions_total"}
     raws = [s for s in data.series() if s.labels["instance"] == node_b.instance and s.name in wanted]
@@ -92,7 +92,7 @@ def test_chunk_size_and_concurrency_do_not_change_the_answer(session_prometheus)
 def test_a_chunk_over_the_servers_sample_limit_is_split(prometheus_factory):
     data = training_window(minutes=60, containers=4)
     handle = prometheus_factory(openmetrics=data, extra_args=["--query.max-samples=2000"])
-    settings = prom.settings_from_args(window_args(handle.url, data.start, data.end))
+    settings = cli.settings_from_args(window_args(handle.url, data.start, data.end))
     assert settings.points * 4 > 2000  # one request per metric would be refused
 
     result = prom.fetch(settings)
@@ -103,7 +103,7 @@ def test_a_chunk_over_the_servers_sample_limit_is_split(prometheus_factory):
 def test_a_single_point_over_the_sample_limit_fails_with_the_servers_reason(prometheus_factory):
     data = training_window(minutes=5, containers=4)
     handle = prometheus_factory(openmetrics=data, extra_args=["--query.max-samples=2"])
-    settings = prom.settings_from_args(window_args(handle.url, data.start, data.end))
+    settings = cli.settings_from_args(window_args(handle.url, data.start, data.end))
     with pytest.raises(PrometheusQueryError, match="HTTP 422: .*too many samples"):
         prom.fetch(settings)
 
@@ -112,7 +112,7 @@ def test_recent_data_is_found_by_a_window_ending_now(prometheus_factory):
     """The operator's Jobs pass --interval: the window ends when the Job runs."""
     data = training_window(minutes=10, containers=2, end=recent_end())
     handle = prometheus_factory(openmetrics=data)
-    settings = prom.settings_from_args(parse_query_args("-s", handle.url, "--interval", "15m"))
+    settings = cli.settings_from_args(parse_query_args("-s", handle.url, "--interval", "15m"))
     result = prom.fetch(settings)
     assert set(result.metrics) == set(data.by_name())
     assert result.sample_count >= data.sample_count  # every sample, plus lookback repeats after the last

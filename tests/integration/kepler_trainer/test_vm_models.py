@@ -135,6 +135,10 @@ def test_bad_feature_set_is_one_message(tmp_path):
     proc = _cli("train", "-s", "http://127.0.0.1:9", "--start-time", "0", "--end-time", "60", "--features",
                 "kepler-vm", "--label-filter", "job=node", cwd=tmp_path)
     assert proc.returncode == 7 and "do not apply to --features" in proc.stderr
+    for history, message in (("15,15", "distinct lengths between 5 and 3600 seconds"), ("15,x", "whole seconds")):
+        proc = _cli("train", "-i", "nothing.json", "--features", "kepler-vm", "--history", history, cwd=tmp_path)
+        assert proc.returncode == 7 and message in proc.stderr and "Traceback" not in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_model_server_serves_onnx(prometheus, derived, tmp_path):

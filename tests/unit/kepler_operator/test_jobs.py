@@ -357,3 +357,6 @@ def test_train_command_with_a_feature_set():
     from_file = jobs.train_command(tp(featureSet={"file": "sets/guests.yaml"}, storage={"subPath": "team-a"}))
     assert from_file[from_file.index("--features") + 1] == "/models/sets/guests.yaml"
     assert "--join-map" not in from_file
+    assert "--history" not in from_file
+    with_past = jobs.train_command(tp(featureSet={"preset": "kepler-vm", "historySeconds": [15, 60, 180]}))
+    assert with_past[with_past.index("--history") + 1] == "15,60,180"

@@ -5,7 +5,7 @@ enum, pattern, bounds or format, each list within its size, and the objects whos
 "exactly one of" (a window, an estimation's input, a model selector) in each of their forms. The
 pydantic models then decide, as the handlers do, which specs are valid. Each argv from `jobs.py` is
 parsed with `kepler_trainer.cli.build_parser` (no subprocess) and read back through the trainer's own
-resolvers (`prom.settings_from_args`, `trainer_names`, the pipeline-name rule), then compared with
+resolvers (`cli.settings_from_args`, `trainer_names`, the pipeline-name rule), then compared with
 the spec.
 """
 
@@ -28,7 +28,6 @@ from kepler_operator import api, crdgen, jobs
 from tests.support import checkout
 
 cli = pytest.importorskip("kepler_trainer.cli")
-prom = pytest.importorskip("kepler_trainer.prom")
 trainers = pytest.importorskip("kepler_trainer.trainers")
 
 REPO = checkout.ROOT
@@ -129,7 +128,7 @@ def assert_prometheus_meant(args: Any, source: api.PrometheusSource, window: api
     if window.start is not None and window.end is not None:
         # the trainer resolves windows to the millisecond: shorter ones it refuses with exit 9 (a known limit)
         assume(round(_seconds(window.start), 3) < round(_seconds(window.end), 3))
-    resolved = prom.settings_from_args(args)
+    resolved = cli.settings_from_args(args)
     assert resolved.server == source.url.rstrip("/") and resolved.metric_prefix == prefix  # the same base URL
     assert resolved.step == window.step_seconds
     if window.interval_seconds is not None:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import orjson
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from kepler_trainer import prom
+from kepler_trainer import cli, prom, promjson
 from kepler_trainer.errors import InputError, PrometheusQueryError
+from kepler_trainer.prom import _http, _promql
 from tests.support.prometheus import parse_query_args
 
 # -- the grid and its chunks ------------------------------------------------------------------------
@@ -33,40 +35,40 @@ def test_chunks_cover_the_grid_once_within_the_limit(start, step, points, max_po
 # -- options ----------------------------------------------------------------------------------------
 
 def test_times_accept_utc_strings_and_unix_seconds():
-    assert prom.parse_time("2026-11-01T00:00:00Z") == 1793491200
-    assert prom.parse_time("1793491200.5") == 1793491200.5
-    assert prom.parse_time("2026-11-01T01:00:00+01:00") == 1793491200
-    assert prom.parse_time("2026-11-01 00:00:00") == 1793491200
+    assert cli.parse_time("2026-11-01T00:00:00Z") == 1793491200
+    assert cli.parse_time("1793491200.5") == 1793491200.5
+    assert cli.parse_time("2026-11-01T01:00:00+01:00") == 1793491200
+    assert cli.parse_time("2026-11-01 00:00:00") == 1793491200
     with pytest.raises(argparse.ArgumentTypeError, match="invalid time"):
-        prom.parse_time("yesterday")
+        cli.parse_time("yesterday")
 
 
 @pytest.mark.parametrize("text, seconds", [("300", 300), ("2.5", 2.5), ("5m", 300), ("1h30m", 5400), ("500ms", 0.5)])
 def test_durations(text, seconds):
-    assert prom.parse_seconds(text) == seconds
+    assert cli.parse_seconds(text) == seconds
 
 
 @pytest.mark.parametrize("text", ["0", "-3", "5x", "m", "inf"])
 def test_bad_durations(text):
     with pytest.raises(argparse.ArgumentTypeError):
-        prom.parse_seconds(text)
+        cli.parse_seconds(text)
 
 
 def test_window_precedence_start_end_then_benchmark_then_interval(tmp_path):
     bench = tmp_path / "stressng.json"
     bench.write_text(json.dumps({"startTimeUTC": "2026-11-01T00:00:00Z", "endTimeUTC": "2026-11-01T01:00:00Z"}))
     explicit = parse_query_args("--start-time", "100", "--end-time", "200", "--benchmark", str(bench))
-    assert (prom.settings_from_args(explicit).start, prom.settings_from_args(explicit).end) == (100, 200)
+    assert (cli.settings_from_args(explicit).start, cli.settings_from_args(explicit).end) == (100, 200)
 
     from_file = parse_query_args("--benchmark", "stressng")  # a bare stem under --data-path, as upstream
     from_file.data_path = str(tmp_path)
-    settings = prom.settings_from_args(from_file)
+    settings = cli.settings_from_args(from_file)
     assert (settings.start, settings.end) == (1793491200, 1793494800)
 
-    recent = prom.settings_from_args(parse_query_args("--interval", "10m"))
+    recent = cli.settings_from_args(parse_query_args("--interval", "10m"))
     assert recent.end - recent.start == 600
 
-    only_start = prom.settings_from_args(parse_query_args("--start-time", "1000", "--interval", "60"))
+    only_start = cli.settings_from_args(parse_query_args("--start-time", "1000", "--interval", "60"))
     assert (only_start.start, only_start.end) == (1000, 1060)
 
 
@@ -85,12 +87,12 @@ def test_a_bad_benchmark_file_is_an_input_error(tmp_path, content):
     with pytest.raises(InputError, match="bench.json"):
         prom.read_window(path)
     with pytest.raises(InputError, match="not found"):
-        prom.settings_from_args(parse_query_args("--benchmark", str(tmp_path / "missing.json")))
+        cli.settings_from_args(parse_query_args("--benchmark", str(tmp_path / "missing.json")))
 
 
 def test_an_empty_window_is_refused_before_any_request():
     with pytest.raises(PrometheusQueryError, match="bad window: end .* is not after start"):
-        prom.settings_from_args(parse_query_args("--start-time", "200", "--end-time", "100"))
+        cli.settings_from_args(parse_query_args("--start-time", "200", "--end-time", "100"))
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -100,7 +102,7 @@ def test_an_empty_window_is_refused_before_any_request():
 ])
 def test_bad_settings_are_input_errors(argv, message):
     with pytest.raises(InputError, match=message):
-        prom.settings_from_args(parse_query_args(*argv))
+        cli.settings_from_args(parse_query_args(*argv))
 
 
 def test_bad_label_filters_are_usage_errors(capsys):
@@ -113,7 +115,7 @@ def test_environment_defaults(monkeypatch):
     monkeypatch.setenv("PROM_SERVER", "https://prometheus.monitoring.svc:9091/")
     monkeypatch.setenv("PROM_QUERY_STEP", "15")
     monkeypatch.setenv("PROM_THIRDPARTY_METRICS", "node_cpu_seconds_total,up")
-    settings = prom.settings_from_args(parse_query_args())
+    settings = cli.settings_from_args(parse_query_args())
     assert settings.server == "https://prometheus.monitoring.svc:9091"
     assert settings.step == 15 and settings.thirdparty_metrics == ("node_cpu_seconds_total", "up")
     assert not settings.insecure_skip_tls_verify  # verified unless asked otherwise
@@ -130,7 +132,7 @@ def test_filters_go_into_the_selector_escaped():
 
 def test_label_equals_is_always_an_equality_with_a_literal_value(capsys):
     """What the operator passes (issue 12): a value such as `~.*` must not turn the filter into a regex."""
-    settings = prom.settings_from_args(parse_query_args("--label-equals", "instance=~.*",
+    settings = cli.settings_from_args(parse_query_args("--label-equals", "instance=~.*",
                                                         "--label-equals", 'pod="x"\n', "--label-filter", "job!=a"))
     assert prom.selector("up", settings.label_filters) == 'up{job!="a",instance="~.*",pod="\\"x\\"\\n"}'
     with pytest.raises(SystemExit) as exc:
@@ -141,7 +143,7 @@ def test_label_equals_is_always_an_equality_with_a_literal_value(capsys):
 def test_discovery_matches_the_prefix_and_third_party_names():
     settings = prom.PromSettings(start=0, end=60, metric_prefix="kepler_", thirdparty_metrics=("up",),
                                  label_filters=(prom.LabelMatcher.parse("job=kepler"),))
-    assert prom._discovery_matchers(settings) == ['{__name__=~"kepler_.*",job="kepler"}',
+    assert _promql.discovery_matchers(settings) == ['{__name__=~"kepler_.*",job="kepler"}',
                                                   '{__name__="up",job="kepler"}']
 
 
@@ -159,21 +161,20 @@ SERIES = [
 ]
 
 
-def test_the_fast_parser_agrees_with_a_full_json_decode():
-    fast = prom.parse_matrix(_answer(SERIES))
-    slow = prom._parse_matrix_json(_answer(SERIES), "q")
-    assert [s.labels for s in fast] == [s.labels for s in slow] == [s["metric"] for s in SERIES]
-    for a, b in zip(fast, slow, strict=True):
-        np.testing.assert_array_equal(a.timestamps, b.timestamps)
-        np.testing.assert_array_equal(a.values, b.values)
+def test_the_answer_reader_agrees_with_a_full_json_decode():
+    fast = promjson.read_answer(_answer(SERIES))
+    assert [s.labels for s in fast] == [s["metric"] for s in SERIES]
+    for parsed, written in zip(fast, SERIES, strict=True):
+        np.testing.assert_array_equal(parsed.timestamps, [float(t) for t, _ in written["values"]])
+        np.testing.assert_array_equal(parsed.values, [float(v) for _, v in written["values"]])
     assert math.isnan(fast[0].values[2]) and fast[0].values[3] == math.inf and fast[0].values[5] == 1e300
 
 
 def test_other_layouts_fall_back_to_json():
     reordered = [{"values": s["values"], "metric": s["metric"]} for s in SERIES]
-    parsed = prom.parse_matrix(_answer(reordered, warnings=["partial"]))
+    parsed = promjson.read_answer(_answer(reordered, warnings=["partial"]))
     assert [len(s) for s in parsed] == [6, 1] and parsed[0].labels == SERIES[0]["metric"]
-    assert prom.parse_matrix(_answer([])) == []
+    assert promjson.read_answer(_answer([])) == []
 
 
 @pytest.mark.parametrize("body, message", [
@@ -183,13 +184,13 @@ def test_other_layouts_fall_back_to_json():
 ])
 def test_unexpected_answers_are_query_errors(body, message):
     with pytest.raises(PrometheusQueryError, match=message):
-        prom.parse_matrix(body, "q")
+        promjson.read_answer(body, "q")
 
 
 def test_output_path_follows_upstreams_convention(tmp_path):
     assert prom.output_path("kepler_query", tmp_path) == tmp_path / "kepler_query.json"
-    assert prom.output_path("elsewhere/q.json", tmp_path) == prom.Path("elsewhere/q.json")
-    assert prom.output_path("/abs/q", tmp_path) == prom.Path("/abs/q")
+    assert prom.output_path("elsewhere/q.json", tmp_path) == Path("elsewhere/q.json")
+    assert prom.output_path("/abs/q", tmp_path) == Path("/abs/q")
 
 
 @pytest.mark.parametrize("url, remote", [
@@ -198,4 +199,4 @@ def test_output_path_follows_upstreams_convention(tmp_path):
     ("http://user:pw@127.0.0.1:9090/x", False),
 ])
 def test_compression_is_asked_for_only_over_a_network(url, remote):
-    assert prom._remote(url) is remote
+    assert _http.remote(url) is remote

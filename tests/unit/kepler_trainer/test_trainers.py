@@ -151,7 +151,7 @@ def test_the_gate_marks_models_over_the_bound_and_publishes_the_rest(tmp_path):
     assert scores["ExtraTreesTrainer"] < scores["LinearRegressionTrainer"]
     bound = (scores["ExtraTreesTrainer"] + scores["LinearRegressionTrainer"]) / 2
     gated = pipeline.TrainSettings("gated", [], ["Custom"], trainers, [], n_jobs=1, max_mae=bound)
-    summary = pipeline.train_and_publish([table], gated, tmp_path, [])
+    summary = pipeline.train_and_publish([table], gated, tmp_path, []).summary
     group = tmp_path / "gated" / "rapl-sysfs" / "AbsPower" / "Custom"
     passed = {t: json.loads((group / f"{t}_0" / "metadata.json").read_text())["passed_gate"] for t in trainers}
     assert passed == {"LinearRegressionTrainer": False, "ExtraTreesTrainer": True}

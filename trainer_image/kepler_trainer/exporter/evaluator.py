@@ -6,6 +6,7 @@ each evaluation or reload, so a scrape never sees one model's power beside anoth
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import threading
@@ -46,6 +47,7 @@ class Exporter:
             self.signature = models.read_manifest(source)
         self.refused: tuple | bytes | None = None       # what failed last, so it is not retried every tick
         self.previous: procfs.Snapshot | None = None
+        self.past: collections.deque[tuple[float, tuple[float, ...]]] = collections.deque()  # for history inputs
         self.last_gap: str | None = None
         self.next_remote_check = time.monotonic() + reload_interval
         log.info("model %s/%s loaded (sha256 %s, inputs %s, zones %s)", first.pipeline, first.name,
@@ -79,6 +81,7 @@ class Exporter:
             return self._refuse(marker, str(exc))
         self.signature, self.refused, old = marker, None, self.state.model
         self.state = replace(self.state, model=new, loaded_at=time.time(), watts={}, inputs={})
+        self.past.clear()
         log.info("model reloaded: %s/%s (sha256 %s) replaces %s/%s (sha256 %s)", new.pipeline, new.name,
                  new.sha256[:12], old.pipeline, old.name, old.sha256[:12])
 
@@ -93,6 +96,7 @@ class Exporter:
     # -- evaluation ------------------------------------------------------------------------------------
 
     def _gap(self, reason: str, detail: str) -> None:
+        self.past.clear()  # a gap starts the history afresh, as a pause starts a new run in training
         gaps = dict(self.state.gaps)
         gaps[reason] = gaps.get(reason, 0) + 1
         self.state = replace(self.state, gaps=gaps)
@@ -127,6 +131,7 @@ class Exporter:
                                      f"{current}")
                 current = (current - before) / dt
             values.append(current * item.scale)
+        values += self._history(m, now.uptime, values)
         x = np.array(values, dtype=float)
         try:
             watts = m.predict(x)
@@ -142,10 +147,20 @@ class Exporter:
         for zone, w in watts.items():
             key = (m.pipeline, m.name, zone)
             joules[key] = joules.get(key, 0.0) + w * dt
-        inputs = dict(zip((i.name for i in m.inputs), values, strict=True))
+        inputs = dict(zip(m.input_names, values, strict=True))
         self.state = replace(state, watts=watts, joules=joules, inputs=inputs, evaluated_at=time.time(),
                              evaluations=state.evaluations + 1)
         self.last_gap = None
+
+    def _history(self, m: models.Model, now: float, values: list[float]) -> list[float]:
+        """The history inputs, this evaluation's procfs inputs recorded first (uptime seconds as the clock)."""
+        if not m.history:
+            return []
+        self.past.append((now, tuple(values)))
+        while self.past and self.past[0][0] <= now - m.memory_seconds:
+            self.past.popleft()
+        samples = list(self.past)
+        return [h.value(samples, now) for h in m.history]
 
     def run(self) -> None:
         deadline = time.monotonic()

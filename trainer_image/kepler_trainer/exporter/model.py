@@ -48,6 +48,22 @@ class Input:
 
 
 @dataclass(frozen=True)
+class HistoryInput:
+    """A statistic of the summed inputs `of` (positions among the model's inputs) over its last `seconds`."""
+
+    name: str
+    of: tuple[int, ...]
+    stat: str
+    seconds: float
+
+    def value(self, past: list[tuple[float, tuple[float, ...]]], now: float) -> float:
+        """From (time, the procfs inputs) samples: the sum of `of` over those with now - seconds < time <= now
+        (as history.columns computes it in training)."""
+        values = [math.fsum(x[i] for i in self.of) for t, x in past if now - self.seconds < t <= now]
+        return max(values) if self.stat == "max" else math.fsum(values) / len(values)
+
+
+@dataclass(frozen=True)
 class Model:
     pipeline: str
     name: str
@@ -56,6 +72,15 @@ class Model:
     zones: tuple[str, ...]
     session: object
     dtype: type
+    history: tuple[HistoryInput, ...] = ()
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(i.name for i in self.inputs) + tuple(h.name for h in self.history)
+
+    @property
+    def memory_seconds(self) -> float:
+        return max((h.seconds for h in self.history), default=0.0)
 
     @property
     def files(self) -> frozenset[str]:
@@ -155,6 +180,27 @@ def _input(entry: object, position: int, local: procfs.Snapshot) -> Input:
     return item
 
 
+def _history_input(entry: dict, names: list[str]) -> HistoryInput:
+    spec, name = entry["history"], entry["name"]
+    of = spec.get("of") if isinstance(spec, dict) else None
+    if (not isinstance(of, list) or not of or not all(o in names for o in of) or spec.get("stat") not in ("mean", "max")
+            or not isinstance(spec.get("window_seconds"), (int, float)) or not 0 < spec["window_seconds"] <= 86400):
+        raise InputError(f"model manifest: history input {name!r}: needs 'of' (inputs listed before it), 'stat' "
+                         "(mean or max) and 'window_seconds' (0-86400)")
+    return HistoryInput(name, tuple(names.index(o) for o in of), spec["stat"], float(spec["window_seconds"]))
+
+
+def _split_inputs(inputs: list, local: procfs.Snapshot) -> tuple[tuple[Input, ...], tuple[HistoryInput, ...]]:
+    """The procfs inputs, then the history inputs (which must all come after them: the graph's order)."""
+    plain = [e for e in inputs if not (isinstance(e, dict) and "history" in e)]
+    past = inputs[len(plain):]
+    if any(not (isinstance(e, dict) and "history" in e) for e in past):
+        raise InputError("model manifest: history inputs must come after every other input")
+    items = tuple(_input(entry, i, local) for i, entry in enumerate(plain))
+    names = [i.name for i in items]
+    return items, tuple(_history_input(entry, names) for entry in past)
+
+
 def parse(manifest_bytes: bytes, graph_bytes: bytes, pipeline: str, local: procfs.Snapshot) -> Model:
     """A Model, or InputError (unreadable, inconsistent) / ConfigError (inputs this exporter cannot provide)."""
     try:
@@ -169,7 +215,7 @@ def parse(manifest_bytes: bytes, graph_bytes: bytes, pipeline: str, local: procf
     inputs = manifest.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise InputError("model manifest: no inputs")
-    items = tuple(_input(entry, i, local) for i, entry in enumerate(inputs))
+    items, past = _split_inputs(inputs, local)
     digest = hashlib.sha256(graph_bytes).hexdigest()
     if digest != check.get("sha256"):
         raise InputError(f"model: graph SHA-256 {digest[:12]} is not the manifest's {str(check.get('sha256'))[:12]} "
@@ -177,11 +223,12 @@ def parse(manifest_bytes: bytes, graph_bytes: bytes, pipeline: str, local: procf
     zones = tuple(o.get("name") for o in manifest.get("outputs") or [] if isinstance(o, dict))
     session = _session(graph_bytes)
     spec = session.get_inputs()[0]
-    if spec.shape[-1] != len(items) or sorted(o.name for o in session.get_outputs()) != sorted(zones) or not zones:
+    width = len(items) + len(past)
+    if spec.shape[-1] != width or sorted(o.name for o in session.get_outputs()) != sorted(zones) or not zones:
         raise InputError(f"model: the graph's input width {spec.shape[-1]} or outputs "
                          f"{[o.name for o in session.get_outputs()]} are not the manifest's")
     dtype = np.float64 if spec.type == "tensor(double)" else np.float32
-    return Model(pipeline, str(manifest.get("model_name") or "unknown"), digest, items, zones, session, dtype)
+    return Model(pipeline, str(manifest.get("model_name") or "unknown"), digest, items, zones, session, dtype, past)
 
 
 def _session(graph_bytes: bytes):

@@ -15,7 +15,7 @@ SHOWN_ARGUMENTS_SKIP = {"func", "verbose", "quiet", "command", "termination_log"
 PROMETHEUS_ARGUMENTS = {"server", "interval", "start_time", "end_time", "step", "metric_prefix", "label_filter",
                         "thirdparty_metrics", "benchmark", "bearer_token_file", "ca_file",
                         "insecure_skip_tls_verify", "timeout", "retries", "concurrency"}
-"""Flags of `-s` (prom.add_prometheus_arguments): not shown when the data came from `-i` files."""
+"""Flags of `-s` (cli.add_prometheus_arguments): not shown when the data came from `-i` files."""
 
 
 @dataclass

@@ -6,7 +6,8 @@ Checked: the inputs are node-exporter's definitions on the files, computed as th
 is onnxruntime's answer for those inputs; the joules counter integrates it over the procfs clock; a counter
 reset and a missing field are counted gaps; a reload under scrape load never fails a scrape nor mixes two
 models; a bad new model is refused and the last good one kept; a model whose inputs procfs cannot give is
-refused at start (exit 7); the process never imports the trainer's scientific stack."""
+refused at start (exit 7); the process never imports the trainer's scientific stack; history inputs are the
+statistics of the exporter's own past inputs, started afresh by a gap."""
 
 from __future__ import annotations
 
@@ -42,20 +43,24 @@ def derived():
     return derive()
 
 
-@pytest.fixture(scope="module")
-def models(derived, tmp_path_factory) -> dict[str, Path]:
-    """Trainer -> the published model folder of a node-exporter preset pipeline trained from a dump."""
-    tmp = tmp_path_factory.mktemp("exporter-models")
+def _train(derived, tmp: Path, trainers: str, *extra: str) -> Path:
+    """The AbsPower feature-group folder of a node-exporter preset pipeline trained from a dump."""
     result = QueryResult()
     for s in derived.series + measuring_node(derived):
         result.metrics.setdefault(s.name, []).append(Series(s.labels, s.timestamps.astype(float), s.values))
     dump = promjson.dump(result, tmp / "dump.json")
     proc = subprocess.run([sys.executable, "-m", "kepler_trainer", "train", "-i", str(dump), "--features", GROUP,
-                           "-p", "ne", "--abs-trainers", "LinearRegression,GradientBoostingRegressor",
-                           "--dyn-trainers", "LinearRegression", "--model-path", str(tmp / "models")],
+                           "-p", "ne", "--abs-trainers", trainers, "--dyn-trainers", "LinearRegression",
+                           "--model-path", str(tmp / "models"), *extra],
                           env=ENV, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    base = tmp / "models" / "ne" / "rapl-sysfs" / "AbsPower" / GROUP
+    return tmp / "models" / "ne" / "rapl-sysfs" / "AbsPower" / GROUP
+
+
+@pytest.fixture(scope="module")
+def models(derived, tmp_path_factory) -> dict[str, Path]:
+    """Trainer -> the published model folder of a node-exporter preset pipeline trained from a dump."""
+    base = _train(derived, tmp_path_factory.mktemp("exporter-models"), "LinearRegression,GradientBoostingRegressor")
     return {t: base / f"{t}Trainer_0" for t in ("LinearRegression", "GradientBoostingRegressor")}
 
 
@@ -119,6 +124,20 @@ def _one(metrics: dict, name: str, **labels) -> float:
     return found[0]
 
 
+def _wait_for_gap(exporter: Exporter, reason: str) -> None:
+    deadline = time.monotonic() + 20
+    while _one(exporter.scrape(), "kepler_model_exporter_gaps_total", reason=reason) < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def _reset_a_counter(exporter: Exporter, tree: ProcfsTree, sample) -> None:
+    """Write `sample` with its context switches gone back (a counted `counter_reset` gap) and wait for the gap."""
+    sample.ctxt = 5
+    tree.write(sample)
+    _wait_for_gap(exporter, "counter_reset")
+
+
 def _expected_inputs(manifest: dict, before, after) -> np.ndarray:
     """node-exporter's definitions on the two samples, then the manifest's rate and scale (by hand)."""
     dt = after.uptime - before.uptime
@@ -174,20 +193,11 @@ def test_exported_power_is_the_models_prediction_and_joules_integrate_it(models,
         assert np.allclose(got, row[[i["name"] for i in manifest["inputs"]]].to_numpy(float), rtol=1e-3, atol=0.02)
 
         # a counter going back: a counted gap, no power for it, the joules untouched; then on again
-        reset = samples[ROWS + 1]
-        reset.ctxt = 5
-        tree.write(reset)
-        deadline = time.monotonic() + 20
-        while _one(exporter.scrape(), "kepler_model_exporter_gaps_total", reason="counter_reset") < 1:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        _reset_a_counter(exporter, tree, samples[ROWS + 1])
         # a missing field (no meminfo: the memory input): counted, the process lives on
         tree.write(samples[ROWS + 2])
         os.unlink(tree.root / "meminfo")
-        deadline = time.monotonic() + 20
-        while _one(exporter.scrape(), "kepler_model_exporter_gaps_total", reason="missing_field") < 1:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        _wait_for_gap(exporter, "missing_field")
         metrics = exporter.scrape()
         assert _one(metrics, "kepler_model_exporter_evaluations_total") == ROWS
         for zone, total in joules.items():
@@ -362,3 +372,49 @@ def test_model_from_the_model_servers_onnx_url(models, derived, tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=20)
+
+
+def test_history_inputs_are_the_past_samples_statistics_and_a_gap_starts_them_afresh(derived, tmp_path):
+    """A model trained with `--history 15,60`: the exporter keeps its own past inputs and feeds the graph the
+    mean and the largest busy CPU time over the last 15 and 60 s of its clock, as training computed them."""
+    folder = _train(derived, tmp_path, "GradientBoostingRegressor", "--history", "15,60") / \
+        "GradientBoostingRegressorTrainer_0"
+    manifest = json.loads((folder / "onnx_manifest.json").read_text())
+    plain = [i for i in manifest["inputs"] if "history" not in i]
+    past = manifest["inputs"][len(plain):]
+    assert [i["name"] for i in past] == ["busy_cpu_mean_15s", "busy_cpu_max_15s", "busy_cpu_mean_60s",
+                                         "busy_cpu_max_60s"] and manifest["check"]["exportable"]
+    busy = [k for k, i in enumerate(plain) if i["name"] in past[0]["history"]["of"]]
+    graph = session((folder / "model.onnx").read_bytes())
+    samples = samples_from(derived)
+    tree = ProcfsTree(tmp_path / "proc")
+    tree.write(samples[0])
+    exporter = Exporter(folder, tree.root, tmp_path)
+    seen: list[tuple[float, float]] = []  # (uptime, busy CPU time) of every evaluation since the last gap
+
+    def check(k: int, evaluations: int) -> None:
+        tree.write(samples[k])
+        metrics = exporter.wait_for(evaluations)
+        x = _expected_inputs({"inputs": plain}, samples[k - 1], samples[k])
+        seen.append((samples[k].uptime, float(sum(x[busy]))))
+        now = samples[k].uptime
+        want = []
+        for item in past:
+            window = [b for t, b in seen if now - item["history"]["window_seconds"] < t <= now]
+            want.append(np.mean(window) if item["history"]["stat"] == "mean" else max(window))
+        full = np.concatenate([x, want])
+        got = np.array([_one(metrics, "kepler_model_exporter_input", input=i["name"]) for i in manifest["inputs"]])
+        np.testing.assert_allclose(got, full, rtol=1e-9, atol=1e-12)
+        for zone, watts in predict(graph, full.reshape(1, -1)).items():
+            assert _one(metrics, "kepler_model_estimated_watts", zone=zone) == pytest.approx(watts[0], rel=1e-9,
+                                                                                             abs=1e-9)
+
+    try:
+        for k in range(1, ROWS + 1):
+            check(k, k)
+        _reset_a_counter(exporter, tree, samples[ROWS + 1])
+        seen.clear()  # the gap: the next evaluations' history holds only what came after it
+        check(ROWS + 2, ROWS + 1)
+        check(ROWS + 3, ROWS + 2)
+    finally:
+        assert exporter.stop() == 0
