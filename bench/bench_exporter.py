@@ -8,7 +8,7 @@ tests/integration/kepler_trainer/exporter/test_server.py does), starts the expor
 and interval, scrapes it every 15 s as Prometheus would, and measures the process's CPU time (user + system,
 psutil) over --windows windows of --window seconds after a warm-up: the median fraction of one core, and the RSS at the
 end. If Debian's prometheus-node-exporter is on PATH it is measured the same way beside it.
-Goals (issue 16): < 0.5 % of one core at 5 s, < 80 MB RSS.
+Goals: < 0.5 % of one core at 5 s, < 80 MB RSS.
 """
 
 from __future__ import annotations

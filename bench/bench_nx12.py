@@ -3,7 +3,7 @@
     python bench/bench_nx12.py [--seeds 10] [--jobs 2] [--data DIR] [--out bench/out]
 
 For every energy source (rapl, acpi), output type (AbsPower from preprocess_abs_*, DynPower from
-preprocess_dyn_*) and feature group of ../shared/data/model-db/nx12/preprocessed:
+preprocess_dyn_*) and feature group of kepler-model-db's nx12 training set (`--data`):
   (a) the best upstream trainer by the reference protocol: random 90/10 split, MAE = the largest
       per-component MAE, mean over `--seeds` seeds (parity target: no worse than the reference);
   (b) the best of all trainers, ours included, by the same protocol (target: <= 0.8 x the reference);
@@ -53,7 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SHARED", ROOT.parent / "shared"))
 GROUPS = ("BPFIRQ", "BPFOnly", "Basic", "CounterIRQCombined", "CounterOnly", "KubeletOnly", "CgroupOnly")
 SOURCES = {"rapl": "rapl", "acpi": "acpi"}
-REFERENCE = {  # ../shared/data/README.md: best upstream trainer, random 90/10, mean of 10 seeds (W)
+REFERENCE = {  # upstream's trainers retrained on these tables: best per row, random 90/10, mean of 10 seeds (W)
     ("rapl", "Basic"): 2.92, ("rapl", "CounterOnly"): 3.29, ("rapl", "CounterIRQCombined"): 3.44,
     ("rapl", "BPFIRQ"): 12.97, ("rapl", "BPFOnly"): 13.10, ("rapl", "KubeletOnly"): 33.94,
     ("rapl", "CgroupOnly"): 37.45, ("acpi", "Basic"): 5.33, ("acpi", "CounterOnly"): 6.16,

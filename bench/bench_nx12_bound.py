@@ -2,7 +2,7 @@
 
     python bench/bench_nx12_bound.py [--data DIR]            # ~10 s
 
-Issue 7 asks, on every nx12 row, for a best MAE at most 0.8 x the reference (random 90/10 split,
+The goal: on every nx12 row, a best MAE at most 0.8 x the reference (random 90/10 split,
 largest per-component MAE, mean of 10 seeds). A model served to Kepler sees only its feature group's
 columns, so on a table with one feature (BPFOnly: `bpf_cpu_time_us`) its prediction is a function of
 that one number, and the lowest mean absolute error any such function reaches is that of the
@@ -35,7 +35,7 @@ from sklearn.neighbors import NearestNeighbors
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SHARED", ROOT.parent / "shared"))
-REFERENCE = {"rapl": 13.10, "acpi": 19.57}  # ../shared/data/README.md, BPFOnly rows (W)
+REFERENCE = {"rapl": 13.10, "acpi": 19.57}  # bench_nx12.REFERENCE's BPFOnly rows (W)
 KS = (3, 5, 9, 15, 25, 41, 60)
 RUNS = (5, 10, 20, 40)
 SEEDS = 10

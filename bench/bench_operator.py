@@ -12,8 +12,8 @@ Starts the CRD apiserver on free ports (or uses $KUBECONFIG), applies the CRDs, 
              the first completion (complete_s is how long marking all N took);
 * rss_mb:    the operator's peak resident memory, sampled every 50 ms (target: < 200 MB).
 
-Prints one line per repeat and the medians. Needs the CRD apiserver binaries (see
-shared/tools/crd-apiserver/build.sh) or a KUBECONFIG.
+Prints one line per repeat and the medians. Needs the CRD apiserver binaries (Kubernetes'
+apiextensions-apiserver and etcd, in /opt/crd-apiserver-bin, built by hack/install.sh) or a KUBECONFIG.
 """
 
 from __future__ import annotations

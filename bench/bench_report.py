@@ -3,8 +3,8 @@
     python bench/bench_report.py [--repeats 5] [--split random|time|workload] [--data DIR]
 
 Trains (once, into a temporary folder) the `make demo` pipeline from the bundled 2023 Kepler dump
-with every default trainer, and the nx12 pipeline from all 28 tables of
-../shared/data/model-db/nx12/preprocessed (as bench_nx12.py's whole-pipeline run); then builds each
+with every default trainer, and the nx12 pipeline from all 28 tables of kepler-model-db's nx12 training
+set (`--data`; as bench_nx12.py's whole-pipeline run); then builds each
 pipeline's report page `--repeats` times with `kepler-model report`'s code and prints the median
 build time, the page size (raw and gzipped), the chart count, and the size of the held-out samples
 the pipeline keeps for it (`report/`). Also the estimation page of the demo. With Debian's chromium and

@@ -2,8 +2,8 @@
 
     python bench/bench_train.py [--factors 1,100,1000] [--repeat 3] [--workdir /tmp/bench]
 
-Inputs come from the workspace's generator, exactly as the issue's reference figures did:
-`python3 ../shared/tools/bench/make_synthetic.py ../shared/data/kepler-metrics/idle.json idle_xN.json N`.
+Inputs: idle.json (a real Kepler dump) replicated N times along the time axis by the workspace's generator
+(`$SHARED/tools/bench/make_synthetic.py`), as for the upstream reference figures below.
 x1 has 5 usable rows, which `train` refuses (exit 6, too few samples): the row shows that. Each run is a
 fresh process (all feature groups, every default trainer, rapl-sysfs); peak memory is that
 process's maximum RSS (wait4). Prints the median of `--repeat` runs and the cost per million samples, so

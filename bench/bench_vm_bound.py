@@ -1,4 +1,4 @@
-"""A floor under the held-out MAE of any guest-feedable model on the nx12 tables (issue 15's 0.8x goal).
+"""A floor under the held-out MAE of any guest-feedable model on the nx12 tables (the goal: 0.8x the reference MAE).
 
     python bench/bench_vm_bound.py [--data DIR]            # a few seconds
 

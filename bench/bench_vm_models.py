@@ -3,7 +3,7 @@
     python bench/bench_vm_models.py [--data DIR] [--trainers T1,T2,...] [--history-trainers T1,...]
                                     [--history 15,60,180] [--out bench/out]
 
-On every AbsPower table of ../shared/data/model-db/nx12/preprocessed that has CPU time and measured power:
+On every AbsPower table of kepler-model-db's nx12 training set (`--data`) that has CPU time and measured power:
   * inputs a guest can see: the table's CPU-time columns (bpf_cpu_time_us, cgroupfs_*cpu_usage_us,
     kubelet_cpu_usage) and its IRQ counts where present (bpf_*_irq); no hardware counters, no page cache;
   * held out by workload: leave one run out in turn (nx12 is one continuous collection, so its runs are

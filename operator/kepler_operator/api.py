@@ -209,9 +209,9 @@ class Isolator(_Model):
         cel("!(has(self.profile) && has(self.idleWindow))", "set profile or idleWindow, not both",
             fieldPath=".idleWindow")]})
 
-    type: Annotated[IsolatorType, Field(
-        description="none, min (the lowest power of the window), profile (an idle profile) or trainer "
-                    "(the intercept of a linear fit of power over usage on the window itself).")] = IsolatorType.MIN
+    type: Annotated[IsolatorType, Field(description="none, min (minimum power), profile (an idle profile) "
+                                                    "or trainer (idle power: the zero-usage intercept of a linear fit "
+                                                    "of power over usage on the window itself).")] = IsolatorType.MIN
     profile: Annotated[str | None, Field(
         description="Idle profile for the profile isolator: a query-output JSON file of the idle machine, "
                     "relative to the root of the pipeline's volume (spec.storage).",

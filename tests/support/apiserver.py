@@ -34,7 +34,9 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-REPO = Path(__file__).resolve().parents[2]
+from .checkout import ROOT
+
+REPO = ROOT
 TOOLS = Path(os.environ.get("CRD_APISERVER_TOOLS", REPO.parent / "shared" / "tools" / "crd-apiserver"))
 BIN = Path(os.environ.get("BIN", "/opt/crd-apiserver-bin"))
 CRDS = [REPO / "crds" / "trainingpipelines.yaml", REPO / "crds" / "energyestimations.yaml"]

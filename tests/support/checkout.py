@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -19,3 +21,11 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 
 DATA = ROOT / "tests" / "data"
 """The tests' recorded inputs (tests/data/README.md says where each comes from)."""
+REAL = DATA / "kepler-metrics" / "prom_response_2023.json"
+"""A real Kepler 0.7 dump (query output of a 2023 cluster)."""
+
+
+def kepler_model(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`kepler-model ARGS` run from this checkout, its output captured."""
+    return subprocess.run([sys.executable, "-m", "kepler_trainer", *args], capture_output=True, text=True,
+                          cwd=cwd, env=subprocess_env(), timeout=timeout)

@@ -5,22 +5,14 @@ estimation with measured power to compare against."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[1] / "data"
-REAL = DATA / "kepler-metrics" / "prom_response_2023.json"
+from tests.support.checkout import DATA, REAL, kepler_model
+
 NX12 = DATA / "nx12" / "preprocess_abs_default_rapl_CounterOnly.csv"
 TRAINERS = "LinearRegressionTrainer,GradientBoostingRegressorTrainer,LogarithmicRegressionTrainer"
 GROUPS = "CounterOnly,BPFOnly"
-
-
-def kepler_model(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CI": "1"}
-    return subprocess.run([sys.executable, "-m", "kepler_trainer", *args], capture_output=True, text=True,
-                          env=env, timeout=timeout)
 
 
 def check(run: subprocess.CompletedProcess) -> subprocess.CompletedProcess:

@@ -18,7 +18,6 @@ The split shares and the two stand-ins are our choice; the load and power shapes
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -26,9 +25,9 @@ from kepler_trainer import promjson
 from kepler_trainer.extract import extract
 from kepler_trainer.features import energy_source
 
+from .checkout import REAL as DUMP
 from .openmetrics import RawSeries, render_series
 
-DUMP = Path(__file__).resolve().parents[1] / "data" / "kepler-metrics" / "prom_response_2023.json"
 CPUS = 4
 SHARES = {"user": 0.70, "nice": 0.0, "system": 0.25, "iowait": 0.0, "irq": 0.0, "softirq": 0.05}
 ZONES = ("package", "core", "uncore", "dram")

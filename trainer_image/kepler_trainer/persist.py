@@ -75,8 +75,8 @@ def kepler_weights_of(spec: TrainerSpec, n_features: int) -> tuple[bool, str]:
 
 
 def weight_document(model: PowerModel) -> dict | None:
-    """The weight file Kepler's estimator reads (reference §2.8), or None when Kepler cannot run the
-    model from weights (`kepler_weights`).
+    """The weight file Kepler's estimator reads (its pkg/model/estimator/local/regressor), or None when
+    Kepler cannot run the model from weights (`kepler_weights`).
 
     Linear: prediction = Bias_Weight + sum(weight * x / scale). A constant component is a bias alone
     in a linear model, and a flat curve in a curve fit: Kepler picks one predictor kind for every

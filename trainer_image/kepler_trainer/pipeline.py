@@ -384,7 +384,7 @@ def link_archive(model_path: Path, name: str, tmp: Path) -> None:
     try:
         if os.readlink(link) == target:
             return
-    except OSError:  # absent, or a regular file (the layout before issue 13)
+    except OSError:  # absent, or a regular file (as older versions published it)
         pass
     tmp.unlink(missing_ok=True)
     os.symlink(target, tmp)

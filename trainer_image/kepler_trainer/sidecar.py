@@ -1,6 +1,6 @@
 """`kepler-model estimator`: the estimator sidecar Kepler 0.7 asks over a unix socket (`ESTIMATOR=true`).
 
-A drop-in for upstream's `estimator` (reference §4.3): same arguments, same socket, same way of
+A drop-in for upstream kepler-model-server's `estimator` command: same arguments, same socket, same way of
 finding a model, but it loads our archives with the loaders `estimate` uses (skops behind an
 allow-list, XGBoost JSON; never pickle), so every model family we publish reaches Kepler.
 

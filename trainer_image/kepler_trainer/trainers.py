@@ -3,7 +3,7 @@
 A `PowerModel` fits one such pipeline per power component (package, core, ... or platform) and
 predicts them all; a component whose measured power never changes gets a constant model, because
 no regressor has anything to learn there (RAPL `core`/`uncore` often read 0 on servers).
-Names and hyperparameters follow upstream's catalogue (docs: reference §3.5); `max_rows` bounds the
+Names and hyperparameters follow upstream kepler-model-server's trainer catalogue; `max_rows` bounds the
 cost of the super-linear fitters (kernel SVR) on long windows.
 
 Beyond upstream's catalogue (docs/quality.md): extra trees, and histogram gradient boosting that fits

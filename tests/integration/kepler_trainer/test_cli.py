@@ -19,19 +19,11 @@ import pytest
 
 from kepler_trainer import promjson
 from kepler_trainer.persist import predict_from_weights
-from tests.support import checkout
+from tests.support.checkout import DATA, REAL, kepler_model
 from tests.support.synthetic import generate
 
-DATA = checkout.DATA
-REAL = DATA / "kepler-metrics" / "prom_response_2023.json"
 IDLE = DATA / "kepler-metrics" / "idle.json"
 FAST = "LinearRegressionTrainer,SGDRegressorTrainer,GradientBoostingRegressorTrainer,LogarithmicRegressionTrainer"
-
-
-def kepler_model(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CI": "1"}
-    return subprocess.run([sys.executable, "-m", "kepler_trainer", *args], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import pytest
 
 from kepler_trainer import promjson
 from kepler_trainer.data import QueryResult, Series
-from tests.integration.kepler_trainer.test_cli import REAL, kepler_model
+from tests.support.checkout import REAL, kepler_model
 
 ONE_FIT = ["-e", "rapl-sysfs", "-fg", "CounterOnly", "--abs-trainers", "LinearRegression",
            "--dyn-trainers", "LinearRegression"]

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from kepler_trainer import promjson
-from tests.integration.kepler_trainer.test_cli import REAL, kepler_model
+from tests.support.checkout import REAL, kepler_model
 from tests.support.synthetic import generate
 
 SECRET = b"planted-secret-7d41"

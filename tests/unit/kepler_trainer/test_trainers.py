@@ -117,7 +117,7 @@ def test_quality_models_persist_without_pickle_and_load_back(trainer, tmp_path):
     folder = tmp_path / f"{trainer}_0"
     save_model(folder, model, {"model_name": folder.name, "model_file": f"{folder.name}.json", "features": list(X)})
     assert not list(folder.glob("*.pkl")) and (folder / "package.skops").is_file()
-    loaded = LoadedModel(folder)  # needs persist.TRUSTED_TYPES to hold HGB's TreePredictor (docs/quality-cli-patch.md)
+    loaded = LoadedModel(folder)  # needs persist.TRUSTED_TYPES to hold HGB's TreePredictor
     np.testing.assert_allclose(loaded.predict(X.to_numpy())["package"], model.predict_components(X)["package_power"])
 
 
