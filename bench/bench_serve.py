@@ -4,7 +4,7 @@
                                 [--servers granian,uvicorn] [--router]
 
 Lays out a pipeline of 100 models (2 sources x 2 output types x 5 feature groups x 5 trainers;
-60 of them have weight files) in a temp folder, starts `python -m kepler_trainer.serve` (with granian and with
+60 of them have weight files) in a temp folder, starts `python -m kepler_model_server` (with granian and with
 uvicorn) and a
 plain nginx process (same number of workers; and one with a single worker, nginx's fastest setting
 when wrk shares the 2 cores) over it, and runs wrk (one thread, a Lua script cycling
@@ -170,7 +170,7 @@ def start_nginx(work: Path, models: Path, workers: int) -> tuple[subprocess.Pope
 
 def start_server(models: Path, workers: int, *extra: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "kepler_trainer.serve", "--models-dir", str(models),
+    proc = subprocess.Popen([sys.executable, "-m", "kepler_model_server", "--models-dir", str(models),
                              "--port", str(port), "--workers", str(workers), "--log-level", "warning", *extra],
                             stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -222,8 +222,10 @@ def main() -> int:
             for name in args.servers.split(","):
                 servers[name] = start_server(models, args.workers, "--http-server", name)
             samplers = {name: PeakRss(proc.pid) for name, (proc, _) in servers.items()}
-            for _, url in (("nginx", nginx_url), *servers.values()):  # same bytes everywhere before timing
-                assert httpx.get(url + paths[0]).content == (models / paths[0][len("/model-weights/"):]).read_bytes()
+            for _, url in (("nginx", nginx_url), *servers.values()):  # the same weights everywhere before timing
+                # the server answers the file's JSON re-encoded compactly (catalog.py), nginx its bytes
+                on_disk = json.loads((models / paths[0][len("/model-weights/"):]).read_bytes())
+                assert httpx.get(url + paths[0]).json() == on_disk, url
             for _ in range(args.rounds):
                 results.setdefault("nginx GET /model-weights", []).append(
                     wrk(nginx_url, scripts["GET /model-weights"], args.duration, args.connections))

@@ -1,15 +1,17 @@
 """Installed size of what each container image installs, without a Docker engine.
 
-Each image's build stage installs the project into a virtual environment (/opt/venv)
-and the runtime stage copies only that environment onto the slim Python base. So the
-image's own weight is the size of that environment: this script builds it the same
-way in a temporary folder (same build context as .dockerignore lets through, same pip
-commands as the Dockerfiles) and reports its size, its largest distributions, and
-whether the operator environment stayed free of the scientific stack.
+Each image's build stage installs the project into a virtual environment (/opt/venv),
+compiles its bytecode, and the runtime stage copies only that environment onto the slim
+Python base. So the image's own weight is the size of that environment: this script
+builds it the same way in a temporary folder (same build context as .dockerignore lets
+through, same pip and compileall commands as the Dockerfiles) and reports its size, the
+part of it that is bytecode, its largest distributions, and whether the operator and
+server environments stayed free of the scientific stack.
 
-    python bench/image_sizes.py [--only trainer|trainer-slim|operator] [--keep DIR]
+    python bench/image_sizes.py [--only trainer|trainer-slim|operator|server] [--keep DIR]
 
-The python:3.11-slim base layer is not included (it cannot be measured offline).
+The python:3.11-slim base layer is not included (it cannot be measured offline), and the
+environment is built with this machine's Python, not the image's 3.11.14.
 """
 
 from __future__ import annotations
@@ -28,8 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CONTEXT_ITEMS = ("pyproject.toml", "README.md", "LICENSE", "trainer_image", "operator")
+CONTEXT_ITEMS = ("pyproject.toml", "README.md", "LICENSE", "trainer_image", "operator", "contract")
 FORBIDDEN_IN_OPERATOR = ("pandas", "scikit-learn", "numpy", "scipy", "xgboost", "xgboost-cpu")
+"""Not in the operator image, nor in the server image."""
+SLIM = ("operator", "server")
+COMPILE = ["-m", "compileall", "-f", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash"]
+"""As every Dockerfile's build stage runs it over /opt/venv, after the last install."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,7 @@ IMAGES = {
     "trainer": Image("trainer", "Dockerfile.trainer", 'pip install ".[server,xgboost]" (the default EXTRAS)'),
     "trainer-slim": Image("trainer-slim", "Dockerfile.trainer", 'pip install ".[server]" (EXTRAS=server)'),
     "operator": Image("operator", "Dockerfile.operator", "operator extra + pip install --no-deps ."),
+    "server": Image("server", "Dockerfile.server", "server extra + pip install --no-deps ."),
 }
 
 
@@ -60,16 +67,16 @@ def build_context(dest: Path) -> Path:
     return dest
 
 
-def operator_requirements(context: Path) -> list[str]:
-    """The `operator` extra, read as Dockerfile.operator reads it."""
+def extra_requirements(context: Path, extra: str) -> list[str]:
+    """An extra's requirements, read as Dockerfile.operator and Dockerfile.server read theirs."""
     with open(context / "pyproject.toml", "rb") as f:
-        return tomllib.load(f)["project"]["optional-dependencies"]["operator"]
+        return tomllib.load(f)["project"]["optional-dependencies"][extra]
 
 
 def pip_commands(image: Image, context: Path) -> list[list[str]]:
-    if image.name == "operator":
-        reqs = context / "operator-requirements.txt"
-        reqs.write_text("\n".join(operator_requirements(context)) + "\n")
+    if image.name in SLIM:
+        reqs = context / f"{image.name}-requirements.txt"
+        reqs.write_text("\n".join(extra_requirements(context, image.name)) + "\n")
         return [["install", "-r", str(reqs)], ["install", "--no-deps", "."]]
     extras = "server,xgboost" if image.name == "trainer" else "server"
     return [["install", f".[{extras}]"]]
@@ -84,6 +91,7 @@ def install(image: Image, context: Path, venv: Path) -> float:
     for args in pip_commands(image, context):
         pip = [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python")]
         subprocess.run([*pip, *args, "-q"], cwd=context, env=env, check=True)
+    subprocess.run([str(venv / "bin" / "python"), *COMPILE, str(venv)], env=env, check=True)
     return time.perf_counter() - started
 
 
@@ -93,6 +101,10 @@ def tree_bytes(path: Path) -> int:
         for name in files:
             total += os.lstat(os.path.join(dirpath, name)).st_size
     return total
+
+
+def bytecode_bytes(path: Path) -> int:
+    return sum(os.lstat(f).st_size for f in path.rglob("*.pyc"))
 
 
 def distributions(venv: Path) -> dict[str, int]:
@@ -115,16 +127,19 @@ SMOKE = {
     "trainer": "import kepler_trainer.cli, fastapi, uvicorn, prometheus_client, sklearn, xgboost",
     "trainer-slim": "import kepler_trainer.cli, fastapi, uvicorn, prometheus_client, sklearn",
     "operator": "import kepler_operator.__main__, kepler_operator.handlers",
+    "server": "import kepler_model_server.__main__, kepler_model_server.app, granian, uvicorn",
 }
+ENTRY_POINTS = {"operator": "kepler-model-operator", "server": "kepler-model-server"}
 
 
 def smoke(image: Image, venv: Path) -> str:
     """Import what the entry point needs, from outside the source tree, as the container would."""
     python = str(venv / "bin" / "python")
-    proc = subprocess.run([python, "-c", SMOKE[image.name]], cwd=venv, capture_output=True, text=True)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the venv's packages, not a checkout's
+    proc = subprocess.run([python, "-c", SMOKE[image.name]], cwd=venv, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         return "FAILED: " + proc.stderr.strip().splitlines()[-1]
-    entry = "kepler-model-operator" if image.name == "operator" else "kepler-model"
+    entry = ENTRY_POINTS.get(image.name, "kepler-model")
     if not (venv / "bin" / entry).exists():
         return f"FAILED: no {entry} console script"
     return "ok"
@@ -141,6 +156,7 @@ def measure(image: Image, workdir: Path) -> dict:
         "dockerfile": image.dockerfile,
         "install": image.description,
         "venv_mb": round(tree_bytes(venv) / 2**20, 1),
+        "bytecode_mb": round(bytecode_bytes(venv) / 2**20, 1),
         "distributions": len(dists),
         "largest_mb": {name: round(size / 2**20, 1) for name, size in largest},
         "scientific_stack": sorted(set(dists) & set(FORBIDDEN_IN_OPERATOR)),
@@ -150,12 +166,13 @@ def measure(image: Image, workdir: Path) -> dict:
 
 
 def report(result: dict) -> None:
-    print(f"{result['image']:<13} {result['venv_mb']:>8.1f} MB  {result['distributions']:>3} distributions  "
+    print(f"{result['image']:<13} {result['venv_mb']:>8.1f} MB (bytecode {result['bytecode_mb']:.1f} MB)  "
+          f"{result['distributions']:>3} distributions  "
           f"install {result['install_seconds']:.1f} s  ({result['install']})  imports: {result['smoke']}")
     print("    largest: " + ", ".join(f"{n} {mb} MB" for n, mb in result["largest_mb"].items()))
-    if result["image"] == "operator":
+    if result["image"] in SLIM:
         verdict = "none" if not result["scientific_stack"] else ", ".join(result["scientific_stack"])
-        print(f"    scientific stack in the operator image: {verdict}")
+        print(f"    scientific stack in the {result['image']} image: {verdict}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"peak RSS of the pip processes: {peak_mb:.0f} MB; base image layer not included")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
-    forbidden = any(r["scientific_stack"] for r in results if r["image"] == "operator")
+    forbidden = any(r["scientific_stack"] for r in results if r["image"] in SLIM)
     broken = any(r["smoke"] != "ok" for r in results)
     return 1 if forbidden or broken else 0
 

@@ -1,7 +1,7 @@
 """A TrainingPipeline's best ONNX model, written into a ConfigMap for a DaemonSet or Kepler to mount.
 
-The operator never mounts the models volume: it asks the model server (`GET /onnx/...`, the trainer's
-serve/onnx_routes.py) for the published graph and its manifest, checks the graph against the SHA-256 the
+The operator never mounts the models volume: it asks the model server (`GET /onnx/...`,
+kepler_model_server/onnx_routes.py) for the published graph and its manifest, checks the graph against the SHA-256 the
 trainer recorded when it checked the export, and only then writes the ConfigMap. Every refusal is an
 `OnnxConfigMapError` with a reason, shown as the `OnnxConfigMapReady` condition; the run stays Succeeded.
 """

@@ -130,10 +130,10 @@ def _dump(path: Path, value: Any) -> None:
 
 
 class ServerProcess:
-    """`python -m kepler_trainer.serve` on a free loopback port, stopped on exit."""
+    """`python -m kepler_model_server` on a free loopback port, stopped on exit."""
 
     def __init__(self, models_dir: Path, *extra: str, workers: int = 1,
-                 command: tuple[str, ...] = (sys.executable, "-m", "kepler_trainer.serve")) -> None:
+                 command: tuple[str, ...] = (sys.executable, "-m", "kepler_model_server")) -> None:
         self.models_dir = models_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

@@ -402,9 +402,9 @@ def cmd_query(args, progress: Progress) -> dict:
 
 
 def cmd_serve(args, progress: Progress) -> dict:
-    from . import serve
+    import kepler_model_server  # its own package (docs/serve.md): `kepler-model serve` is `kepler-model-server`
 
-    raise SystemExit(serve.run(args))
+    raise SystemExit(kepler_model_server.run(args))
 
 
 def cmd_estimator(args, progress: Progress) -> dict:
@@ -713,9 +713,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve published models to Kepler over HTTP",
                        description="serve published models to Kepler over HTTP")
     if command == "serve":  # the web stack is imported only to serve
-        from . import serve
+        import kepler_model_server
 
-        serve.add_arguments(p)
+        kepler_model_server.add_arguments(p)
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser("estimator", help="the estimator sidecar: answer Kepler's power requests on a unix socket",
                        description="the estimator sidecar Kepler 0.7 uses with ESTIMATOR=true (upstream's arguments)")

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from kepler_trainer.serve.metrics import RequestMetrics
+from kepler_model_server.metrics import RequestMetrics
 from tests.support.server import ServerProcess, zip_names
 
 DATA = Path("/work/shared/data/kepler-metrics/prom_response_2023.json")

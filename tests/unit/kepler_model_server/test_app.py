@@ -9,8 +9,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from kepler_trainer.serve import create_app
-from kepler_trainer.serve.app import route_of
+from kepler_model_server import create_app
+from kepler_model_server.app import route_of
 from tests.support.server import FakeModel, publish
 
 BODY = {"metrics": ["bpf_cpu_time_ms", "bpf_page_cache_hit"], "output_type": "AbsPower", "weight": True}
@@ -52,7 +52,7 @@ def test_batched_request_metrics_equal_one_observation_at_a_time() -> None:
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.metrics import Counter, Histogram
 
-    from kepler_trainer.serve.metrics import LATENCY_BUCKETS, RequestMetrics
+    from kepler_model_server.metrics import LATENCY_BUCKETS, RequestMetrics
 
     requests = [("/model", "POST", 200, 0.0004), ("/model", "POST", 200, 0.0005), ("/model-weights", "GET", 404, 0.03),
                 ("/model", "POST", 400, 2.5), ("/model", "POST", 200, 7.0), ("/model-weights", "GET", 200, 0.001)]
@@ -92,7 +92,7 @@ def _samples(metrics) -> list:
     ("127.0.0.1:8100", ("127.0.0.1", 8100)), ("[::1]:443", ("::1", 443)), ("", None), ("unix", ("unix", 0)),
 ])
 def test_rsgi_addresses_become_asgi_pairs(address: str, expected: tuple | None) -> None:
-    from kepler_trainer.serve.rsgi import _address
+    from kepler_model_server.rsgi import _address
 
     assert _address(address) == expected
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from kepler_trainer.serve.catalog import Catalog, Snapshot
-from kepler_trainer.serve.errors import StaleSnapshot
-from kepler_trainer.serve.selection import Criteria, select
+from kepler_model_server.catalog import Catalog, Snapshot
+from kepler_model_server.errors import StaleSnapshot
+from kepler_model_server.selection import Criteria, select
 from tests.support.server import FakeModel, publish, weight_doc, write_pipeline
 
 GROUP = "rapl-sysfs/AbsPower/BPFOnly"
@@ -148,7 +148,7 @@ def test_a_symlinked_models_folder_is_served(tmp_path: Path) -> None:
 
 
 def test_the_trainers_own_weight_documents_pass(tmp_path: Path) -> None:
-    from kepler_trainer.serve.artefacts import Rejected, check_weight
+    from kepler_model_server.artefacts import Rejected, check_weight
 
     write_pipeline(tmp_path / "p", "p", [GOOD])
     check_weight(weight_doc(GOOD))

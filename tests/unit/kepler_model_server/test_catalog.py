@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from kepler_trainer.serve.catalog import Catalog
-from kepler_trainer.serve.errors import StaleSnapshot
+from kepler_model_server.catalog import Catalog
+from kepler_model_server.errors import StaleSnapshot
 from tests.support.server import (
     FakeModel,
     publish,

@@ -6,22 +6,20 @@ from pathlib import Path
 
 import pytest
 
-from kepler_trainer.serve.catalog import Catalog, Pipeline
-from kepler_trainer.serve.errors import InvalidRequest, NoMatchingModel
-from kepler_trainer.serve.schema import (
+from kepler_contract.machine import normalise_processor, processor_similarity, similarity
+from kepler_model_server.catalog import Catalog, Pipeline
+from kepler_model_server.errors import InvalidRequest, NoMatchingModel
+from kepler_model_server.schema import (
     MachineSpec,
     canonical_source,
-    normalize_processor,
 )
-from kepler_trainer.serve.selection import (
+from kepler_model_server.selection import (
     Criteria,
     best_models,
     choose_pipeline,
     covering_node_types,
-    jaccard,
     parse_filter,
     select,
-    similarity,
 )
 from tests.support.server import FakeModel, publish
 
@@ -141,7 +139,7 @@ def test_similarity_is_bounded_and_exact_for_equal_specs() -> None:
     assert similarity(M5, M5) == pytest.approx(1.0)
     assert 0.0 <= similarity(M5, SMALL) < similarity(M5, {**M5, "cores": 48}) < 1.0
     assert similarity({}, M5) == 0.0
-    assert jaccard("abcd", "abcdefgh") == pytest.approx(0.5)
+    assert processor_similarity("abcd", "abcdefgh") == pytest.approx(0.25)  # upstream's model_select_test case
 
 
 def test_filters_are_thresholds_and_feature_sets(tmp_path: Path) -> None:
@@ -213,7 +211,7 @@ def test_source_aliases(given: str, expected: str) -> None:
     ("AMD EPYC 7R13 Processor", "amd_epyc_7r13"),
 ])
 def test_processor_names_are_normalized_like_the_index(raw: str, normalized: str) -> None:
-    assert normalize_processor(raw) == normalized
+    assert normalise_processor(raw) == normalized
 
 
 def test_weights_go_only_where_kepler_computes_them_as_we_do(tmp_path: Path) -> None:

@@ -163,8 +163,9 @@ def test_install_ships_both_crds_and_namespaces_its_objects(path: str) -> None:
 
 @pytest.mark.parametrize("path", INSTALLS)
 def test_operator_settings_match_the_rendered_objects(path: str) -> None:
-    """The operator's env names real settings, its trainer image is the model server's image,
-    and the PVC and ServiceAccount it gives Jobs exist in the install."""
+    """The operator's env names real settings, its trainer image is the trainer image of the model
+    server's release (the server runs its own slim image), and the PVC and ServiceAccount it gives Jobs
+    exist in the install."""
     from kepler_operator.settings import OperatorSettings
 
     objects = render(path)
@@ -173,7 +174,10 @@ def test_operator_settings_match_the_rendered_objects(path: str) -> None:
     env = env_of(operator["containers"][0])
     fields = {f"KEPLER_OPERATOR_{name.upper()}" for name in OperatorSettings.model_fields}
     assert set(env) <= fields, f"unknown settings: {set(env) - fields}"
-    assert env["KEPLER_OPERATOR_TRAINER_IMAGE"] == server["containers"][0]["image"]
+    trainer_image, server_image = env["KEPLER_OPERATOR_TRAINER_IMAGE"], server["containers"][0]["image"]
+    assert trainer_image.partition(":")[0] == "kepler-model-trainer"
+    assert server_image.partition(":")[0] == "kepler-model-server"
+    assert trainer_image.partition(":")[2] == server_image.partition(":")[2]  # one release
     find(objects, "PersistentVolumeClaim", env["KEPLER_OPERATOR_DEFAULT_PVC"])
     find(objects, "ServiceAccount", env["KEPLER_OPERATOR_JOB_SERVICE_ACCOUNT"])
     assert env["KEPLER_OPERATOR_LIVENESS_ENDPOINT"].endswith(operator["containers"][0]["livenessProbe"]["httpGet"]
@@ -234,7 +238,7 @@ MODEL_CONFIG_SUFFIXES = {"ESTIMATOR", "LOCAL_REGRESSOR", "INIT_URL", "TRAINER", 
 
 
 def _server_routes() -> list[Any]:
-    from kepler_trainer.serve.routes import build_router
+    from kepler_model_server.routes import build_router
 
     return build_router(lambda request: None).routes
 

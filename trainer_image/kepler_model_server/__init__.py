@@ -1,7 +1,10 @@
-"""`kepler-model serve`: the model server over the pipelines published in a models folder.
+"""kepler_model_server: the model server over the pipelines published in a models folder.
 
-The CLI calls `add_arguments(parser)` to declare the options and `run(args)` to serve; tests build
-the app directly with `create_app(models_dir)`. See docs/serve.md for routes and selection rules.
+Its own package beside the trainer: it imports `kepler_contract` and its web stack (FastAPI, pydantic,
+granian or uvicorn, prometheus-client), never `kepler_trainer` or the scientific stack, so it runs from
+the slim server image. `kepler-model-server` (`__main__`) and the trainer's `kepler-model serve` both call
+`add_arguments(parser)` to declare the options and `run(args)` to serve; tests build the app directly
+with `create_app(models_dir)`. See docs/serve.md for routes and selection rules.
 """
 
 from __future__ import annotations
@@ -13,10 +16,11 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import orjson
 
-from .app import DEFAULT_MAX_BODY_BYTES, create_app, create_asgi
+from .app import DEFAULT_MAX_BODY_BYTES, Front, create_app, create_asgi
 
 __all__ = ["add_arguments", "app_from_env", "create_app", "create_asgi", "run"]
 
@@ -139,7 +143,7 @@ def _serve_granian(args: argparse.Namespace) -> None:
             respawn_failed_workers=True, **_granian_limits(args)).serve()
 
 
-def _granian_limits(args: argparse.Namespace) -> dict:
+def _granian_limits(args: argparse.Namespace) -> dict[str, Any]:
     """Idle clients must not starve the others. granian admits at most `backpressure`
     connections per worker at a time (default backlog / workers = 1024) and an admitted connection
     that sends nothing holds its slot until the header read timeout (default 30 s): 1,100 idle
@@ -160,7 +164,7 @@ def _serve_uvicorn(args: argparse.Namespace) -> None:
                 server_header=False, backlog=args.backlog)
 
 
-def app_from_env():
+def app_from_env() -> Front:
     """The ASGI app of a server worker, configured by `run` through the environment."""
     config = orjson.loads(os.environ[CONFIG_ENV])
     return create_asgi(Path(config.pop("models_dir")), **config)

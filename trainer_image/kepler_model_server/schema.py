@@ -8,9 +8,12 @@ dictionary keys into the catalog (never joined into a path).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from kepler_contract.machine import normalise_processor
 
 from .errors import InvalidName, InvalidRequest
 
@@ -63,16 +66,6 @@ def check_output_type(value: str) -> str:
     return value
 
 
-def normalize_processor(name: str) -> str:
-    """A CPU model string as the node-type index stores it (upstream kepler-model-server's
-    normalisation), for comparison only."""
-    text = re.sub(r"\(R\)|\(r\)|\(TM\)|®|™|N-Bit Multi-Core", "", name)
-    text = re.split(r"[(\[@]", text, maxsplit=1)[0]
-    text = re.sub(r"\b(CPU|Processor)\b|,|\b\d+(\.\d+)?\s*[GM]Hz\b", " ", text, flags=re.IGNORECASE)
-    text = re.sub(r"[\s-]+", "_", text.strip().lower()).strip("_")
-    return text.replace("_v", "v")
-
-
 class MachineSpec(BaseModel):
     """The machine a model is asked for; unknown keys (Kepler sends vendor, threads_per_core) are ignored."""
 
@@ -85,10 +78,10 @@ class MachineSpec(BaseModel):
     frequency: Annotated[float, Field(ge=0, le=1e7)] | None = None
 
     def attrs(self) -> dict[str, Any]:
-        """The given attributes, processor normalized; missing ones left out."""
+        """The given attributes, processor normalised (kepler_contract.machine); missing ones left out."""
         values = self.model_dump(exclude_none=True)
         if "processor" in values:
-            values["processor"] = normalize_processor(values["processor"])
+            values["processor"] = normalise_processor(values["processor"])
             if not values["processor"]:
                 del values["processor"]
         return values
@@ -135,7 +128,7 @@ def parse_model_request(raw: Any) -> ModelRequest:
         raise InvalidRequest(describe_validation_error(exc.errors())) from None
 
 
-def describe_validation_error(errors: list[dict[str, Any]]) -> str:
+def describe_validation_error(errors: Sequence[Mapping[str, Any]]) -> str:
     """One line naming each invalid field (values are not echoed back)."""
     parts = []
     for err in errors[:5]:

@@ -9,7 +9,7 @@ Rules (docs/serve.md has the user-facing version):
 3. Node type: an explicit `node_type >= 0` keeps exactly that node type (not a substring match);
    else a `machine_spec` keeps the node types whose index attributes equal every given attribute.
    When that leaves nothing and `loose_node_type` holds, the fallback is the node type most similar
-   to the spec (upstream's weighted similarity), or any node type when there is no spec.
+   to the spec (upstream's weighted similarity, kepler_contract.machine), or any node type when there is no spec.
 4. The winner is the lowest MAE; ties go to the lexically first model path.
 """
 
@@ -21,12 +21,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kepler_contract.machine import covers, similarity
+
 from .catalog import ModelEntry, NodeType, Pipeline
 from .errors import InvalidRequest, NoMatchingModel
 from .schema import CURVE_TRAINERS, FEATURE_PATTERN, SYSTEM_FEATURES, WEIGHT_TRAINERS
 
-SIMILARITY_WEIGHTS = {"processor": 5.0, "cores": 1.0, "chips": 1.0, "memory": 0.5, "frequency": 0.5}
-"""Upstream's loose node-type search weights; the score is their weighted sum over 8."""
 HIGHER_IS_BETTER = frozenset({"abs_max_corr"})
 _FILTER_KEY = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 _FEATURE = re.compile(FEATURE_PATTERN)
@@ -195,7 +195,7 @@ def select(pipeline: Pipeline, criteria: Criteria) -> Choice:
 
 def covering_node_types(node_types: Mapping[int, NodeType], spec: Mapping[str, Any]) -> set[int]:
     """Node types whose attributes equal every attribute the spec gives."""
-    return {n for n, t in node_types.items() if all(_same(k, v, t.attrs.get(k)) for k, v in spec.items())}
+    return {n for n, t in node_types.items() if covers(t.attrs, spec)}
 
 
 def most_similar(node_types: Mapping[int, NodeType], among: set[int], spec: Mapping[str, Any]) -> int:
@@ -204,26 +204,6 @@ def most_similar(node_types: Mapping[int, NodeType], among: set[int], spec: Mapp
         node = node_types.get(n)
         return (similarity(spec, node.attrs) if node else 0.0, node.members if node else 0, -n)
     return max(among, key=rank)
-
-
-def similarity(spec: Mapping[str, Any], attrs: Mapping[str, Any]) -> float:
-    """Weighted attribute similarity in [0, 1] (processor: 1 if equal, else half the character Jaccard)."""
-    total = 0.0
-    for key, weight in SIMILARITY_WEIGHTS.items():
-        a, b = spec.get(key), attrs.get(key)
-        if a is None or b is None:
-            continue
-        if key == "processor":
-            score = 1.0 if a == b else 0.5 * jaccard(str(a), str(b))
-        else:
-            score = _closeness(float(a), float(b))
-        total += weight * score
-    return total / sum(SIMILARITY_WEIGHTS.values())
-
-
-def jaccard(a: str, b: str) -> float:
-    union = set(a) | set(b)
-    return len(set(a) & set(b)) / len(union) if union else 1.0
 
 
 def best_models(pipeline: Pipeline, source: str, output_types: Sequence[str], feature_group: str | None,
@@ -260,21 +240,3 @@ def _groups(pipeline: Pipeline, source: str, output_types: Sequence[str], featur
                 groups.setdefault(m.feature_group, []).append(m)
         answer[output_type] = groups
     return answer
-
-
-def _same(key: str, wanted: Any, have: Any) -> bool:
-    if have is None:
-        return False
-    if key == "processor":
-        return wanted == have
-    try:
-        return float(wanted) == float(have)
-    except (TypeError, ValueError):
-        return False
-
-
-def _closeness(a: float, b: float) -> float:
-    if a == b:
-        return 1.0
-    mean = (a + b) / 2
-    return max(0.0, 1.0 - abs(a - b) / mean) if mean > 0 else 0.0

@@ -18,19 +18,20 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from prometheus_client import CollectorRegistry, disable_created_metrics
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import rsgi
+from . import rsgi, table
 from .catalog import Catalog
 from .errors import BodyTooLarge, InvalidRequest, ServeError
 from .metrics import RequestMetrics, exposition
 from .onnx_routes import build_onnx_router
 from .routes import Reply, Service, build_router, error_reply, to_response
 from .schema import describe_validation_error
+from .table import label_of as route_of
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+EXPOSITION = "text/plain; version=0.0.4; charset=utf-8"
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 """Kepler's POST /model body is under 2 kB; anything near this limit is not a model request."""
 
@@ -60,7 +62,7 @@ def create_app(models_dir: Path, *, default_pipeline: str | None = None,
     With `front` (the default) the Front layer is installed as FastAPI's outermost middleware;
     `create_asgi` instead wraps the app in it, which saves FastAPI's own layers on hot routes.
     """
-    disable_created_metrics()  # the *_created series only double the exposition
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # the *_created series only double the exposition
     catalog = Catalog(Path(models_dir), racy_window=racy_window, rescan_interval=rescan_interval)
     registry = CollectorRegistry()
     service = Service(catalog, RequestMetrics(registry), default_pipeline)
@@ -77,10 +79,11 @@ def create_app(models_dir: Path, *, default_pipeline: str | None = None,
     app.include_router(build_router(lambda request: request.app.state.service))
     app.include_router(build_onnx_router(Path(models_dir)))
 
-    @app.get("/metrics", summary="Prometheus exposition: served models and request metrics")
     async def metrics() -> Response:
         service.metrics.flush()  # this worker's latest requests; other workers' within FLUSH_DELAY
-        return Response(exposition(catalog, registry), media_type="text/plain; version=0.0.4; charset=utf-8")
+        return Response(exposition(catalog, registry), media_type=EXPOSITION)
+
+    app.include_router(_router_of({"/metrics": metrics}, {"/metrics": {200: {"content": {EXPOSITION: {}}}}}))
 
     @app.exception_handler(ServeError)
     async def serve_error(request: Request, exc: ServeError) -> Response:
@@ -101,18 +104,10 @@ def create_app(models_dir: Path, *, default_pipeline: str | None = None,
     return app
 
 
-def route_of(method: str, path: str) -> str:
-    """The route template a path belongs to (a fixed set: metric labels never grow with hostile paths)."""
-    if path.startswith("/model-weights/"):
-        return "/model-weights"
-    if path.startswith("/models/"):
-        return "/models"
-    if path.startswith("/pipelines/") and path.endswith("/report"):
-        return "/pipelines/report"
-    if path in ("/model", "/best-models", "/pipelines", "/metrics", "/healthz", "/readyz", "/docs",
-                "/openapi.json"):
-        return path
-    return "other"
+def _router_of(handlers: dict[str, Callable[..., Any]], responses: dict[str, table.Responses]) -> APIRouter:
+    router = APIRouter()
+    table.register(router, handlers, responses)
+    return router
 
 
 class Front:
@@ -120,7 +115,7 @@ class Front:
 
     It speaks ASGI (`__call__`: uvicorn, in-process clients) and granian's RSGI (`__rsgi__`),
     which hands a request over with less per-request work than granian's ASGI emulation; routes
-    the fast path does not answer are bridged to FastAPI (`serve/rsgi.py`).
+    the fast path does not answer are bridged to FastAPI (`rsgi.py`).
     """
 
     def __init__(self, app: ASGIApp, service: Service, max_body_bytes: int, fast_path: bool) -> None:
@@ -195,7 +190,8 @@ class Front:
         declared = scope.headers.get("content-length")
         self._check_declared_length(declared)
         if declared is not None:  # the framing bounds what granian reads, and it was checked above
-            return await proto()
+            body: bytes = await proto()
+            return body
         return await self._gather(proto)  # chunked transfer
 
     async def _gather(self, chunks: AsyncIterator[bytes]) -> bytes:

@@ -17,6 +17,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path as PathParam, Response
 
+from . import table
 from .errors import NotFound, ServeError
 from .routes import ERRORS, JSON, error_reply, to_response
 from .schema import check_name
@@ -45,11 +46,7 @@ def read_model_file(models_dir: Path, parts: list[str], which: str) -> tuple[byt
 
 
 def build_onnx_router(models_dir: Path) -> APIRouter:
-    router = APIRouter()
-    responses = {200: {"content": {ONNX: {}, JSON: {}}, "description": "The ONNX graph or its manifest"}, **ERRORS}
-
-    @router.get("/onnx/{pipeline}/{source}/{output_type}/{group}/{model}/{which}", responses=responses,
-                response_class=Response, summary="A model's ONNX graph (which=model.onnx) or manifest (which=manifest)")
+    """The /onnx route (its template is table.py's)."""
     async def get_onnx(pipeline: Name, source: Name, output_type: Name, group: Name, model: Name,
                        which: Annotated[str, PathParam(pattern="^(manifest|model\\.onnx)$")]) -> Response:
         try:
@@ -58,4 +55,7 @@ def build_onnx_router(models_dir: Path) -> APIRouter:
             return to_response(error_reply(exc))
         return Response(body, 200, media_type=media_type)
 
+    router = APIRouter()
+    responses = {200: {"content": {ONNX: {}, JSON: {}}, "description": "The ONNX graph or its manifest"}, **ERRORS}
+    table.register(router, {"/onnx": get_onnx}, {"/onnx": responses})
     return router

@@ -21,9 +21,6 @@ from prometheus_client.registry import Collector
 
 from .catalog import Catalog, ModelEntry
 
-ROUTES = ("/model", "/best-models", "/models", "/model-weights", "/pipelines", "/metrics",
-          "/healthz", "/readyz", "/docs", "/openapi.json", "other")
-"""Route labels: fixed, so a hostile path never creates a new series."""
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 MODEL_LABELS = ["pipeline", "source", "output_type", "feature_group", "model"]
 
@@ -34,7 +31,7 @@ def follow_multiprocess_setting() -> None:
     from prometheus_client import values
 
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        values.ValueClass = values.get_value_class()
+        values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
 
 
 class RequestMetrics:
@@ -177,7 +174,7 @@ def exposition(catalog: Catalog, registry: CollectorRegistry) -> bytes:
         from prometheus_client import multiprocess
 
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     scrape = CollectorRegistry()
     scrape.register(_Union(registry, ModelCollector(catalog)))
     return generate_latest(scrape)

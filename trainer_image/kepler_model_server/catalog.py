@@ -36,7 +36,8 @@ from typing import Any
 
 import orjson
 
-from ..machine import go_spec
+from kepler_contract.machine import ATTRIBUTES, go_spec, normalise_processor
+
 from .artefacts import COMPONENTS, Rejected, check_errors, check_weight, check_zip, file_identity, open_regular
 from .errors import StaleSnapshot
 from .schema import (
@@ -46,14 +47,12 @@ from .schema import (
     OUTPUT_TYPES,
     WEIGHT_TRAINERS,
     canonical_source,
-    normalize_processor,
 )
 
 log = logging.getLogger(__name__)
 
 MAX_JSON_BYTES = 16 * 1024 * 1024
 """Metadata and weight files larger than this are not read (they would not be ours)."""
-SPEC_ATTRS = ("processor", "cores", "chips", "memory", "frequency")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _ROOT_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC  # --models-dir itself may be a symlink
 MAX_PAGE_BYTES = 64 << 20
@@ -352,10 +351,10 @@ def _node_types(index: Any) -> dict[int, NodeType]:
     for key, entry in index.items():
         if not (isinstance(key, str) and key.isdigit() and isinstance(entry, dict)):
             continue
-        attrs = entry.get("attrs") if isinstance(entry.get("attrs"), dict) else {}
-        attrs = {k: attrs[k] for k in SPEC_ATTRS if attrs.get(k) is not None}
+        given = entry.get("attrs")
+        attrs = {k: given[k] for k in ATTRIBUTES if given.get(k) is not None} if isinstance(given, dict) else {}
         if isinstance(attrs.get("processor"), str):
-            attrs["processor"] = normalize_processor(attrs["processor"])
+            attrs["processor"] = normalise_processor(attrs["processor"])
         members = entry.get("members")
         node_types[int(key)] = NodeType(int(key), attrs, len(members) if isinstance(members, list) else 0)
     return node_types
@@ -445,9 +444,9 @@ def _model_entry(model_fd: int, group_fd: int, group_files: set[str], prefix: tu
     if not isinstance(metadata, dict):
         log.warning("skipping model %s: no metadata.json object", where)
         return None
-    mae = metadata.get("mae")
+    mae = _finite(metadata.get("mae"))
     features = metadata.get("features")
-    if not _finite(mae) or not (isinstance(features, list) and all(isinstance(f, str) for f in features)):
+    if mae is None or not (isinstance(features, list) and all(isinstance(f, str) for f in features)):
         log.warning("skipping model %s: metadata lacks a finite mae or a features list", where)
         return None
     check_errors(metadata)
@@ -542,5 +541,8 @@ def _read_json(dir_fd: int, name: str) -> Any:
             return None
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def _finite(value: Any) -> float | None:
+    """The value as a float when it is a finite JSON number (not a boolean), else None."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None

@@ -14,8 +14,9 @@ from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 import orjson
-from fastapi import APIRouter, Body, Path, Query, Request, Response
+from fastapi import APIRouter, Body, Path, Request, Response
 
+from . import table
 from .catalog import Catalog, ModelEntry, Snapshot
 from .errors import InvalidRequest, NotFound, NotReady, ServeError, StaleSnapshot
 from .metrics import RequestMetrics
@@ -43,12 +44,14 @@ from .selection import (
 JSON = "application/json"
 ZIP = "application/zip"
 HTML = "text/html; charset=utf-8"
-REPORT_PREFIX, REPORT_SUFFIX, REPORT_FILE = "/pipelines/", "/report", "report.html"
+REPORT_PREFIX, REPORT_SUFFIX = table.route("/pipelines/report").prefix, table.route("/pipelines/report").suffix
+REPORT_FILE = "report.html"
+WEIGHTS_PREFIX, ZIPS_PREFIX = table.route("/model-weights").prefix, table.route("/models").prefix
 REPORT_HEADERS = (("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'"),
                   ("X-Content-Type-Options", "nosniff"), ("Cache-Control", "no-cache"))
 """The report page runs nothing and fetches nothing; the policy makes the browser hold it to that."""
 STALE_RETRIES = 3
-PROBES = frozenset({"/healthz", "/readyz"})
+PROBES = frozenset(table.PROBES)
 MAX_CACHED_KEY = 4096
 """Bodies up to this size are cache keys (Kepler's are under 2 kB); larger ones are answered afresh."""
 _FEATURE = re.compile(FEATURE_PATTERN)
@@ -137,10 +140,10 @@ class Service:
                   body: bytes | None) -> Callable[[Snapshot], Reply] | None:
         """What answering the request takes, given a snapshot; None for a route not handled here."""
         if method == "GET":
-            if path.startswith("/model-weights/"):
-                return lambda snapshot: self._by_name(snapshot, path[len("/model-weights/"):], raw_query, True)
-            if path.startswith("/models/"):
-                return lambda snapshot: self._by_name(snapshot, path[len("/models/"):], raw_query, False)
+            if path.startswith(WEIGHTS_PREFIX):
+                return lambda snapshot: self._by_name(snapshot, path[len(WEIGHTS_PREFIX):], raw_query, True)
+            if path.startswith(ZIPS_PREFIX):
+                return lambda snapshot: self._by_name(snapshot, path[len(ZIPS_PREFIX):], raw_query, False)
             if path == "/best-models":
                 return lambda snapshot: self._best_models(snapshot, raw_query)
         elif method == "POST" and path == "/model":
@@ -191,7 +194,7 @@ class Service:
         conditions = parse_filter(params.get("filter", ""))
         pipeline = choose_pipeline(snapshot.pipelines, source, _name_param(params, "pipeline-name", ""),
                                    self.default_pipeline)
-        best: dict = best_models(pipeline, source, output_types, group, node_type, conditions)
+        best: dict[str, Any] = best_models(pipeline, source, output_types, group, node_type, conditions)
         # Beside upstream's keys: per group, the best model Kepler's regressor runs from weights (docs/serve.md).
         best["kepler_weights"] = best_kepler_weights(pipeline, source, output_types, group, node_type, conditions)
         return Reply(200, orjson.dumps(best), JSON, (("X-Model-Pipeline", pipeline.name),))
@@ -274,7 +277,8 @@ def parse_query(raw: str) -> dict[str, str]:
 
 
 def _model_headers(entry: ModelEntry, choice: Choice | None) -> tuple[tuple[str, str], ...]:
-    headers = (("X-Model-Name", entry.model_name), ("X-Model-Mae", repr(entry.mae)), ("X-Model-Path", entry.path))
+    headers: tuple[tuple[str, str], ...] = (
+        ("X-Model-Name", entry.model_name), ("X-Model-Mae", repr(entry.mae)), ("X-Model-Path", entry.path))
     if choice is not None:
         headers += (("X-Model-Node-Type-Match", choice.node_type_match),)
     return headers
@@ -352,17 +356,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorBody, "description": "Body larger than --max-body-bytes"},
     503: {"model": ErrorBody, "description": "The models folder has not been read"},
 }
-WEIGHT_OR_ZIP = {200: {"description": "The model zip (application/zip; X-Model-Name and X-Model-Mae headers)"
-                       " or, with weight=true, the weight JSON with model_name, mae and machine_spec keys",
-                       "content": {ZIP: {}, JSON: {}}}}
-Source = Annotated[str | None, Query(alias="energy-source", description="Energy source (rapl aliases accepted)")]
-OutputType = Annotated[str | None, Query(alias="output-type", description="AbsPower or DynPower")]
-Group = Annotated[str | None, Query(alias="feature-group")]
-NodeTypeQ = Annotated[int | None, Query(alias="node-type", ge=-1)]
-FilterQ = Annotated[str | None, Query(description="key:value;... conditions")]
-PipelineQ = Annotated[str | None, Query(alias="pipeline-name")]
-TrainerQ = Annotated[str | None, Query(alias="trainer-name")]
-MetricsQ = Annotated[str | None, Query(description="Comma list of available features")]
+WEIGHT_OR_ZIP: dict[int | str, dict[str, Any]] = {200: {
+    "description": "The model zip (application/zip; X-Model-Name and X-Model-Mae headers)"
+                   " or, with weight=true, the weight JSON with model_name, mae and machine_spec keys",
+    "content": {ZIP: {}, JSON: {}}}}
 ModelType = Annotated[str, Path(description="`<pipeline>/<source>/<output type>/<feature group>/<model>` "
                                             "(optional suffix), or a short name: AbsPower or DynPower")]
 
@@ -376,54 +373,43 @@ def _answered(service: Service, request: Request, path: str) -> Response:
 
 
 def build_router(service_of: Callable[[Request], Service]) -> APIRouter:
-    router = APIRouter()
-
-    @router.post("/model", responses={**WEIGHT_OR_ZIP, **ERRORS}, response_class=Response,
-                 summary="Select the best model for a node and answer its zip or weights")
+    """The model routes and probes (table.py lists them; query parameters are read from the raw query
+    string by the handlers, as on the fast path)."""
     async def post_model(request: Request, body: Annotated[ModelRequest, Body()]) -> Response:
         return to_response(service_of(request).answer_model_request(body))
 
-    @router.get("/best-models", responses=ERRORS, response_model=dict[str, dict[str, Any]],
-                summary="The lowest-MAE model name per output type and feature group; under kepler_weights, "
-                        "the best each group has that Kepler runs from weights (null: sidecar only)")
-    async def get_best_models(request: Request, energy_source: Source = None, output_type: OutputType = None,
-                              feature_group: Group = None, node_type: NodeTypeQ = None, filter: FilterQ = None,
-                              pipeline_name: PipelineQ = None) -> Response:
+    async def get_best_models(request: Request) -> Response:
         return _answered(service_of(request), request, "/best-models")
 
-    @router.get("/models/{model_type:path}", responses={200: {"content": {ZIP: {}}}, **ERRORS},
-                response_class=Response, summary="A model's zip, by path or the best for a short name")
-    async def get_model(request: Request, model_type: ModelType, energy_source: Source = None,
-                        metrics: MetricsQ = None, feature_group: Group = None, node_type: NodeTypeQ = None,
-                        trainer_name: TrainerQ = None, filter: FilterQ = None,
-                        pipeline_name: PipelineQ = None) -> Response:
+    async def get_model(request: Request, model_type: ModelType) -> Response:
         return _answered(service_of(request), request, f"/models/{model_type}")
 
-    @router.get("/model-weights/{model_type:path}", responses={200: {"content": {JSON: {}}}, **ERRORS},
-                response_class=Response, summary="A model's weight JSON, by path or the best for a short name")
-    async def get_model_weights(request: Request, model_type: ModelType, energy_source: Source = None,
-                                metrics: MetricsQ = None, feature_group: Group = None,
-                                node_type: NodeTypeQ = None, trainer_name: TrainerQ = None,
-                                filter: FilterQ = None, pipeline_name: PipelineQ = None) -> Response:
+    async def get_model_weights(request: Request, model_type: ModelType) -> Response:
         return _answered(service_of(request), request, f"/model-weights/{model_type}")
 
-    @router.get("/pipelines/{name}/report", responses={200: {"content": {"text/html": {}},
-                                                              "description": "The pipeline's report page"},
-                                                        **ERRORS},
-                response_class=Response, summary="The report page of a pipeline: its models' held-out accuracy")
     async def get_report(request: Request, name: Annotated[str, Path(description="Pipeline name")]) -> Response:
         return _answered(service_of(request), request, f"/pipelines/{name}/report")
 
-    @router.get("/pipelines", summary="The served pipelines")
     async def get_pipelines(request: Request) -> Response:
         return to_response(service_of(request).pipelines())
 
-    @router.get("/healthz", summary="Liveness: the process answers")
     async def healthz(request: Request) -> Response:
         return to_response(service_of(request).healthz())
 
-    @router.get("/readyz", responses=ERRORS, summary="Readiness: the models folder has been read")
     async def readyz(request: Request) -> Response:
         return to_response(service_of(request).readyz())
 
+    router = APIRouter()
+    table.register(router, {
+        "/model": post_model, "/best-models": get_best_models, "/models": get_model,
+        "/model-weights": get_model_weights, "/pipelines/report": get_report, "/pipelines": get_pipelines,
+        "/healthz": healthz, "/readyz": readyz,
+    }, {
+        "/model": {**WEIGHT_OR_ZIP, **ERRORS}, "/best-models": {200: {"content": {JSON: {}}}, **ERRORS},
+        "/models": {200: {"content": {ZIP: {}}}, **ERRORS}, "/model-weights": {200: {"content": {JSON: {}}}, **ERRORS},
+        "/pipelines/report": {200: {"content": {"text/html": {}}, "description": "The pipeline's report page"},
+                              **ERRORS},
+        "/pipelines": {200: {"content": {JSON: {}}}}, "/healthz": {200: {"content": {JSON: {}}}},
+        "/readyz": {200: {"content": {JSON: {}}}, **ERRORS},
+    })
     return router
