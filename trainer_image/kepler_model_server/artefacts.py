@@ -20,6 +20,8 @@ import stat
 import zipfile
 from typing import Any
 
+from kepler_contract import layout
+
 MAX_ZIP_BYTES = 512 * 1024 * 1024
 """A model zip larger than this is not ours (the biggest default model is a few MB)."""
 COMPONENTS = ("platform", "core", "uncore", "package", "dram")
@@ -70,8 +72,8 @@ def check_zip(dir_fd: int, name: str) -> tuple[int, int, int]:
         raise Rejected("zip", f"{name} is not a valid zip ({exc})") from None
     if corrupt is not None:
         raise Rejected("zip", f"{name}: member {corrupt!r} is corrupt")
-    if "metadata.json" not in names:
-        raise Rejected("zip", f"{name} holds no metadata.json")
+    if layout.METADATA not in names:
+        raise Rejected("zip", f"{name} holds no {layout.METADATA}")
     return file_identity(st)
 
 

@@ -36,6 +36,7 @@ from typing import Any
 
 import orjson
 
+from kepler_contract import layout
 from kepler_contract.machine import ATTRIBUTES, go_spec, normalise_processor
 
 from .artefacts import COMPONENTS, Rejected, check_errors, check_weight, check_zip, file_identity, open_regular
@@ -314,12 +315,12 @@ def _load_pipeline(root_fd: int, name: str) -> Pipeline | None:
         return None
     try:
         st = os.fstat(fd)
-        metadata = _read_json(fd, "metadata.json")
+        metadata = _read_json(fd, layout.METADATA)
         if not isinstance(metadata, dict):
             log.warning("skipping %s: no metadata.json object, not a pipeline", name)
             os.close(fd)
             return None
-        node_types = _node_types(_read_json(fd, "node_type_index.json"))
+        node_types = _node_types(_read_json(fd, layout.NODE_TYPE_INDEX))
         scan = _Scan(name)
         models = sorted(_scan_models(fd, scan, node_types), key=lambda m: m.path)
     except (OSError, Rejected) as exc:
@@ -426,7 +427,7 @@ def _scan_group(group_fd: int, prefix: tuple[str, str, str, str],
         try:
             entry = _model_entry(model_fd, group_fd, files, prefix, model_name, match, node_types)
             if entry is not None and entry.zip_rel is not None:
-                scan.verified[entry.zip_rel] = check_zip(group_fd, f"{model_name}.zip")
+                scan.verified[entry.zip_rel] = check_zip(group_fd, layout.model_archive(model_name))
         except Rejected as exc:
             scan.reject(where, exc.reason, str(exc))
             entry = None
@@ -440,7 +441,7 @@ def _model_entry(model_fd: int, group_fd: int, group_files: set[str], prefix: tu
                  model_name: str, match: Any, node_types: dict[int, NodeType]) -> ModelEntry | None:
     pipeline, source_dir, output_type, group = prefix
     where = "/".join((*prefix, model_name))
-    metadata = _read_json(model_fd, "metadata.json")
+    metadata = _read_json(model_fd, layout.METADATA)
     if not isinstance(metadata, dict):
         log.warning("skipping model %s: no metadata.json object", where)
         return None
@@ -472,12 +473,12 @@ def _model_entry(model_fd: int, group_fd: int, group_files: set[str], prefix: tu
         if served_spec:
             extras["machine_spec"] = served_spec
         answer = orjson.dumps({**weight, **extras})
-    zip_name = f"{model_name}.zip"
+    zip_name = layout.model_archive(model_name)
     return ModelEntry(
         pipeline=pipeline, source=canonical_source(source_dir), output_type=output_type,
         feature_group=group, model_name=model_name, trainer=trainer, node_type=node_type,
         features=frozenset(features), mae=float(mae), metadata=metadata,
-        rel_dir=f"{source_dir}/{output_type}/{group}/{model_name}",
+        rel_dir=layout.model_relative_dir(source_dir, output_type, group, model_name),
         zip_rel=f"{source_dir}/{output_type}/{group}/{zip_name}" if zip_name in group_files else None,
         weight=weight, weight_file=weight_file, weight_answer=answer, machine_spec=spec, kepler_weights=loadable,
     )
@@ -493,9 +494,9 @@ def kepler_can_evaluate(trainer: str, features: list[str], metadata: dict[str, A
 
 def _weight_file(model_fd: int, group_fd: int, group_files: set[str], model_name: str) -> bytes | None:
     """The published `<model>.json` beside the folder, else the folder's weight.json."""
-    if f"{model_name}.json" in group_files:
-        return _read_bytes(group_fd, f"{model_name}.json")
-    return _read_bytes(model_fd, "weight.json")
+    if layout.model_file(model_name) in group_files:
+        return _read_bytes(group_fd, layout.model_file(model_name))
+    return _read_bytes(model_fd, layout.WEIGHTS)
 
 
 def _decode_weight(raw: bytes | None, where: str) -> dict[str, Any] | None:

@@ -17,6 +17,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path as PathParam, Response
 
+from kepler_contract import layout
+
 from . import table
 from .errors import NotFound, ServeError
 from .routes import ERRORS, JSON, error_reply, to_response
@@ -24,7 +26,7 @@ from .schema import check_name
 
 ONNX = "application/octet-stream"
 MAX_ONNX_BYTES = 64 * 1024 * 1024
-FILES = {"manifest": ("onnx_manifest.json", JSON), "model.onnx": ("model.onnx", ONNX)}
+FILES = {"manifest": (layout.ONNX_MANIFEST, JSON), layout.ONNX_MODEL: (layout.ONNX_MODEL, ONNX)}
 Name = Annotated[str, PathParam(description="a folder name of the published pipeline tree")]
 
 

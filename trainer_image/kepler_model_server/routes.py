@@ -16,6 +16,8 @@ from urllib.parse import parse_qsl
 import orjson
 from fastapi import APIRouter, Body, Path, Request, Response
 
+from kepler_contract import layout
+
 from . import table
 from .catalog import Catalog, ModelEntry, Snapshot
 from .errors import InvalidRequest, NotFound, NotReady, ServeError, StaleSnapshot
@@ -225,7 +227,7 @@ class Service:
         page = pipeline.read_page(REPORT_FILE)
         if page is not None:
             return Reply(200, page, HTML, REPORT_HEADERS)
-        if not pipeline.has("metadata.json"):
+        if not pipeline.has(layout.METADATA):
             raise StaleSnapshot(f"{name} was replaced")  # the whole version is gone: rescan
         raise NotFound(f"pipeline {name!r} has no report (published by an older trainer): "
                        f"run `kepler-model report -p {name}`")
