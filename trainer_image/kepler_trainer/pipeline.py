@@ -25,7 +25,7 @@ from joblib import Parallel, delayed, parallel_config
 
 from kepler_contract import layout
 
-from . import evaluate, machine, publish_lock, report, workers
+from . import evaluate, history, machine, publish_lock, report, workers
 from .errors import AccuracyGateError, TooFewSamplesError
 from .extract import Extracted
 from .features import EnergySource, OutputType, main_feature, resolve_group
@@ -146,7 +146,13 @@ def _fold_labels(data: pd.DataFrame, held_out: list[tuple[PowerModel, object]]) 
 
 
 def _runs(data: pd.DataFrame):
-    """The run of each row: the table's `workload` labels if it has them, else pauses in time."""
+    """The run of each row: the table's `workload` labels if it has them, else pauses in time.
+
+    A table of several machines (a feature set trained on several guests at once) holds each machine's
+    rows in its own time order, so its runs are found per machine, as the history inputs group them
+    (`history.runs`): a held-out run is one machine's stretch of time, and no history input crosses it."""
+    if "instance" in data and data["instance"].nunique() > 1:
+        return history.runs(data)
     if "workload" in data:
         return data["workload"].astype(str).to_numpy()
     return evaluate.runs(data["timestamp"].to_numpy(float))

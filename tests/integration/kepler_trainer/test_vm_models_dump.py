@@ -88,3 +88,26 @@ def test_feature_set_inputs_get_the_same_sample_checks(tmp_path):
             series_list[i] = Series(s.labels, s.timestamps * 1000, np.nan_to_num(s.values, posinf=0.0))
     proc = _train_features(promjson.dump(result, tmp_path / "ms.json"), tmp_path)
     assert proc.returncode == 3 and "millisecond" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_several_machines_train_with_each_machines_runs_held_out(tmp_path):
+    """A dump of two measuring nodes (the same series under a second host, its values scaled) trains: each
+    machine's rows keep their own time order, so the runs held out are found per machine (5 blocks each),
+    not across the concatenated table (which is not in time order and used to end in a traceback)."""
+    derived = derive()
+    result = QueryResult()
+    for s in derived.series + measuring_node(derived):
+        result.metrics.setdefault(s.name, []).append(Series(s.labels, s.timestamps.astype(float), s.values))
+        instance = s.labels.get("instance", "")
+        if instance.startswith(HOST):
+            second = {**s.labels, "instance": instance.replace(HOST, "second-host", 1)}
+            result.metrics[s.name].append(Series(second, s.timestamps.astype(float), s.values * 1.1))
+    proc = _train_features(promjson.dump(result, tmp_path / "two.json"), tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    pipeline = tmp_path / "models" / "ne"
+    rows = pd.read_csv(pipeline / "preprocessed_data" / "node-exporter_abs_data.csv")
+    assert rows["instance"].nunique() == 2
+    evaluation = json.loads((pipeline / "rapl-sysfs" / "AbsPower" / "node-exporter" / "LinearRegressionTrainer_0"
+                             / "metadata.json").read_text())["evaluation"]
+    assert evaluation["split"] == "workload" and evaluation["folds"] == 10
+    assert evaluation["test_rows"] == len(rows)  # every row held out once, in its own machine's run
