@@ -51,6 +51,27 @@ def runs(timestamps, max_gap: float | None = None, blocks: int = FALLBACK_BLOCKS
     return np.minimum((np.arange(n) * blocks) // n, blocks - 1)
 
 
+def run_labels(data: pd.DataFrame) -> np.ndarray:
+    """The run of each row of a table: its `workload` labels if it has them, else `runs` of its timestamps.
+
+    A table of several machines (`instance`) holds each machine's rows in that machine's own time order,
+    so its runs are found per machine and named `<machine>/<run>`: a run never spans two machines."""
+    if "instance" not in data or data["instance"].nunique() <= 1:
+        return _one_machine_runs(data)
+    labels = np.empty(len(data), dtype=object)
+    machines = data["instance"].astype(str).to_numpy()
+    for machine in dict.fromkeys(machines.tolist()):
+        rows = np.flatnonzero(machines == machine)
+        labels[rows] = [f"{machine}/{run}" for run in _one_machine_runs(data.iloc[rows])]
+    return labels
+
+
+def _one_machine_runs(data: pd.DataFrame) -> np.ndarray:
+    if "workload" in data:
+        return data["workload"].astype(str).to_numpy()
+    return runs(data["timestamp"].to_numpy(float))
+
+
 def leave_one_out(groups) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train rows, test rows) for each group in turn: test on the group, train on all the others."""
     groups = np.asarray(groups)

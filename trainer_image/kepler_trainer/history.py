@@ -9,7 +9,7 @@ A feature set's `history` (featuresets.History) asks for them: for each window W
 statistic (mean, max), the input `busy_cpu_<stat>_<W>s` is that statistic of the busy CPU time (the sum
 of the `cpu_busy` inputs) over the samples of the same machine and the same run taken in the last W
 seconds, the current one included (times t with now - W < t <= now). Only past samples of the machine's
-own inputs count: no power, no time of day, no label. A run (evaluate.runs: a pause in the samples, a
+own inputs count: no power, no time of day, no label. A run (evaluate.run_labels: a pause in the samples, a
 `workload` label, or the blocks a continuous collection is cut into) starts its history afresh, so a
 held-out run never sees another run's samples; the exporter starts afresh after any gap the same way.
 """
@@ -32,24 +32,10 @@ def input_names(windows: list[int], stats: list[str]) -> list[str]:
     return [input_name(stat, w) for w in windows for stat in stats]
 
 
-def runs(data: pd.DataFrame) -> np.ndarray:
-    """A run label per row: per machine (`instance`, if any), its `workload` label or `evaluate.runs` of
-    its own timestamps (which must be in time order within the machine)."""
-    labels = np.empty(len(data), dtype=object)
-    machines = data["instance"].astype(str).to_numpy() if "instance" in data else np.zeros(len(data), dtype=str)
-    for machine in dict.fromkeys(machines.tolist()):
-        rows = np.flatnonzero(machines == machine)
-        part = data.iloc[rows]
-        own = (part["workload"].astype(str).to_numpy() if "workload" in part
-               else evaluate.runs(part["timestamp"].to_numpy(float)).astype(str))
-        labels[rows] = [f"{machine}/{r}" for r in own]
-    return labels
-
-
 def columns(data: pd.DataFrame, busy: list[str], windows: list[int], stats: list[str],
             groups: np.ndarray | None = None) -> pd.DataFrame:
     """The history inputs of every row of `data` (time-ordered within each group), indexed like it."""
-    groups = runs(data) if groups is None else np.asarray(groups)
+    groups = evaluate.run_labels(data) if groups is None else np.asarray(groups)
     total = data[busy].sum(axis=1).to_numpy(float)
     out = {name: np.empty(len(data)) for name in input_names(windows, stats)}
     for group in dict.fromkeys(groups.tolist()):

@@ -25,7 +25,7 @@ from joblib import Parallel, delayed, parallel_config
 
 from kepler_contract import layout
 
-from . import evaluate, history, machine, publish_lock, report, workers
+from . import evaluate, machine, publish_lock, report, workers
 from .errors import AccuracyGateError, TooFewSamplesError
 from .extract import Extracted
 from .features import EnergySource, OutputType, main_feature, resolve_group
@@ -141,21 +141,8 @@ def _fold_labels(data: pd.DataFrame, held_out: list[tuple[PowerModel, object]]) 
     """The name of each held-out part: its run (workload split), else just `held-out`."""
     if len(held_out) == 1:
         return ["held-out"]
-    runs = _runs(data)
+    runs = evaluate.run_labels(data)
     return [str(runs[rows[0]]) for _, rows in held_out]
-
-
-def _runs(data: pd.DataFrame):
-    """The run of each row: the table's `workload` labels if it has them, else pauses in time.
-
-    A table of several machines (a feature set trained on several guests at once) holds each machine's
-    rows in its own time order, so its runs are found per machine, as the history inputs group them
-    (`history.runs`): a held-out run is one machine's stretch of time, and no history input crosses it."""
-    if "instance" in data and data["instance"].nunique() > 1:
-        return history.runs(data)
-    if "workload" in data:
-        return data["workload"].astype(str).to_numpy()
-    return evaluate.runs(data["timestamp"].to_numpy(float))
 
 
 def _model_folder(folder: Path, result: Trained) -> Path:
@@ -168,7 +155,7 @@ def _fit(model: PowerModel, X: pd.DataFrame, Y: pd.DataFrame, data: pd.DataFrame
     """Fit `model`; returns the (model, held-out rows) pairs to score and the training rows."""
     if settings.split == "workload":
         # Leave each run out in turn for the errors; the published model is fitted on every row.
-        folds = evaluate.folds(len(data), "workload", groups=_runs(data))
+        folds = evaluate.folds(len(data), "workload", groups=evaluate.run_labels(data))
         held_out = [(fresh(model).fit(X.iloc[train], Y.iloc[train]), test) for train, test in folds]
         model.fit(X, Y)
         return held_out, range(len(data))
