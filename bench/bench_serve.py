@@ -33,6 +33,7 @@ import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.support.checkout import stop
 from tests.support.server import FakeModel, free_port, publish
 
 SOURCES = ("rapl-sysfs", "acpi")
@@ -176,15 +177,6 @@ def start_server(models: Path, workers: int, *extra: str) -> tuple[subprocess.Po
     url = f"http://127.0.0.1:{port}"
     wait_ready(f"{url}/readyz")
     return proc, url
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def main() -> int:

@@ -23,6 +23,7 @@ import pytest
 
 from tests.conformance import harness, kepler
 from tests.conformance.harness import TALLY, Model
+from tests.support.checkout import stop
 
 pytestmark = [pytest.mark.conformance, pytest.mark.usefixtures("drivers")]
 SIDECAR_SPEC = {**harness.NODE_SPEC, "cores": 48}   # half the training machine's cores: core_ratio 0.5
@@ -48,12 +49,7 @@ def estimator(work: Path, env: dict[str, str]) -> Iterator[Path]:
             time.sleep(0.05)
         yield sock
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, timeout=10)
 
 
 def sidecar_case(case_id: str, sock: Path, asked: Model, chosen: Model, trainer: str) -> dict:

@@ -17,7 +17,6 @@ import dataclasses
 import datetime
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -34,7 +33,7 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from .checkout import ROOT
+from .checkout import ROOT, stop
 
 REPO = ROOT
 TOOLS = Path(os.environ.get("CRD_APISERVER_TOOLS", REPO.parent / "shared" / "tools" / "crd-apiserver"))
@@ -202,13 +201,8 @@ class OperatorProcess:
         raise TimeoutError(f"the operator did not answer its liveness probe:\n{self.output()[-3000:]}")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop(self.proc)
 
     def kill(self) -> None:
         """SIGKILL: no chance to clean up, as when a node dies."""

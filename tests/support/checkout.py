@@ -29,3 +29,15 @@ def kepler_model(*args: str, cwd: Path | None = None, timeout: float = 300) -> s
     """`kepler-model ARGS` run from this checkout, its output captured."""
     return subprocess.run([sys.executable, "-m", "kepler_trainer", *args], capture_output=True, text=True,
                           cwd=cwd, env=subprocess_env(), timeout=timeout)
+
+
+def stop(proc: subprocess.Popen, timeout: float = 15) -> None:
+    """Ask a child process to end (SIGTERM), and kill it if it has not within `timeout` seconds."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -25,6 +25,8 @@ import httpx
 
 from kepler_trainer import pipeline
 
+from .checkout import stop
+
 COMPONENTS = {"rapl-sysfs": ("package", "core", "uncore", "dram"), "acpi": ("platform",)}
 GROUP_FEATURES = {
     "CounterOnly": ["cache_miss", "cpu_cycles", "cpu_instructions"],
@@ -163,10 +165,5 @@ class ServerProcess:
         raise RuntimeError("the server did not start within 30 s")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop(self.proc, timeout=10)

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.checkout import stop
 from tests.support.server import FakeModel, free_port, publish
 
 pytestmark = pytest.mark.slow
@@ -58,12 +59,7 @@ def test_the_server_imports_no_scientific_stack(tmp_path: Path, command: str) ->
         try:
             answer = _first_answer(proc, f"http://127.0.0.1:{port}")
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)
     assert answer.status_code == 200 and answer.headers["x-model-name"] == "SGDRegressorTrainer_0", answer.text
     modules = imported_modules(log.read_text())
     assert {"kepler_model_server.routes", "fastapi", "kepler_contract.machine"} <= modules  # the log is the server's
